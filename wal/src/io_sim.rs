@@ -1,0 +1,714 @@
+//! A simulated file system in memory that knows which bytes are durable.
+//!
+//! Fault model (what a power loss can do to a real disk, as far as Tessera relies on it):
+//! - Each file has its synced bytes and its current bytes. A write changes the current bytes
+//!   and marks its 512-byte sectors unsynced; `sync_data` makes them (and the length) durable.
+//! - Each directory has its synced entries and a list of unsynced changes (create, rename,
+//!   remove) in the order they were made; `sync_dir` makes them durable. Directories themselves
+//!   are durable as soon as they are created (the log creates its directory once, before
+//!   anything else).
+//! - A crash ([`SimFs::crash`]) either drops every unsynced byte and directory change, or keeps
+//!   any subset of the unsynced sectors (pages reach the disk in any order, so a torn batch need
+//!   not be a prefix), each file's synced or current length, and a prefix of each directory's
+//!   unsynced changes, all drawn from a seed.
+//! - A failed `sync_data` (EIO) persists a random subset of the unsynced sectors and marks the
+//!   rest clean without persisting them, as Linux does (PostgreSQL's "fsyncgate"): retrying the
+//!   fsync then reports success and the lost sectors stay lost.
+//! - A failed write (ENOSPC) writes a random prefix of its buffer, then fails.
+//!
+//! Every call of the seam is counted, so a test can cut the power at call N for every N of a
+//! scenario: from that call on, every call fails until [`SimFs::crash`] restarts the machine.
+//! File handles opened before a crash fail afterwards, as a dead process's would.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::io::{Fs, FsFile, Mapping, OpenMode};
+use crate::limits::SECTOR_BYTES;
+
+/// What a crash keeps of the unsynced state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashMode {
+    /// Every unsynced byte, length change and directory change is lost.
+    DropUnsynced,
+    /// Each unsynced sector keeps its new or its old contents, each file its new or its old
+    /// length, each directory a prefix of its unsynced changes, drawn from `seed`.
+    KeepRandom {
+        /// The seed of the draws.
+        seed: u64,
+    },
+}
+
+/// A simulated, in-memory file system with crash and fault injection.
+#[derive(Clone, Debug, Default)]
+pub struct SimFs {
+    state: Arc<Mutex<SimState>>,
+}
+
+#[derive(Debug, Default)]
+struct SimState {
+    inodes: HashMap<u64, Inode>,
+    inode_next: u64,
+    dirs: BTreeMap<PathBuf, Dir>,
+    /// Bumped by each crash; handles from an earlier generation belong to a dead process.
+    generation: u64,
+    io_calls: u64,
+    write_calls: u64,
+    sync_calls: u64,
+    power_off_at_call: Option<u64>,
+    enospc_at_write: Option<u64>,
+    eio_at_sync: Option<u64>,
+    powered_off: bool,
+    rng: SplitMix64,
+}
+
+#[derive(Debug, Default)]
+struct Inode {
+    current: Vec<u8>,
+    durable: Vec<u8>,
+    /// Sectors whose current contents may differ from the durable ones.
+    unsynced_sectors: BTreeSet<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Dir {
+    durable: BTreeMap<String, u64>,
+    current: BTreeMap<String, u64>,
+    unsynced: Vec<DirChange>,
+}
+
+#[derive(Clone, Debug)]
+enum DirChange {
+    Link { name: String, inode: u64 },
+    Unlink { name: String },
+    Rename { from: String, to: String, inode: u64 },
+}
+
+#[derive(Debug)]
+struct SimFile {
+    state: Arc<Mutex<SimState>>,
+    inode: u64,
+    generation: u64,
+    writable: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Call {
+    Other,
+    Write,
+    Sync,
+}
+
+impl SimFs {
+    /// An empty file system; `seed` drives the outcome of injected failures.
+    pub fn new(seed: u64) -> SimFs {
+        let fs = SimFs::default();
+        fs.state.lock().rng = SplitMix64(seed);
+        fs
+    }
+
+    /// This file system as the seam's trait object (sharing its state).
+    pub fn shared(&self) -> Arc<dyn Fs> {
+        Arc::new(self.clone())
+    }
+
+    /// How many calls of the seam were made so far (all kinds, failed ones included).
+    pub fn io_calls(&self) -> u64 {
+        self.state.lock().io_calls
+    }
+
+    /// How many writes were attempted so far.
+    pub fn write_calls(&self) -> u64 {
+        self.state.lock().write_calls
+    }
+
+    /// How many `sync_data` calls were attempted so far.
+    pub fn sync_calls(&self) -> u64 {
+        self.state.lock().sync_calls
+    }
+
+    /// Cuts the power at I/O call number `call` (counting from 0, as `io_calls` does): that
+    /// call and every later one fail until [`SimFs::crash`].
+    pub fn power_off_at_call(&self, call: u64) {
+        self.state.lock().power_off_at_call = Some(call);
+    }
+
+    /// Fails write number `write` (counting from 0) with ENOSPC, after writing a random prefix.
+    pub fn enospc_at_write(&self, write: u64) {
+        self.state.lock().enospc_at_write = Some(write);
+    }
+
+    /// Fails `sync_data` number `sync` (counting from 0) with EIO, losing a random subset of
+    /// the file's unsynced sectors for good.
+    pub fn eio_at_sync(&self, sync: u64) {
+        self.state.lock().eio_at_sync = Some(sync);
+    }
+
+    /// Whether the power is off (a `power_off_at_call` was reached).
+    pub fn is_powered_off(&self) -> bool {
+        self.state.lock().powered_off
+    }
+
+    /// Loses power and restarts: the file system keeps what `mode` says of its unsynced state,
+    /// every open handle dies, and injected faults are cleared.
+    pub fn crash(&self, mode: CrashMode) {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        let mut rng = match mode {
+            CrashMode::DropUnsynced => None,
+            CrashMode::KeepRandom { seed } => Some(SplitMix64(seed)),
+        };
+        let mut live = BTreeSet::new();
+        for dir in state.dirs.values_mut() {
+            let kept = rng.as_mut().map_or(0, |r| r.below(dir.unsynced.len() as u64 + 1));
+            for change in dir.unsynced.iter().take(usize::try_from(kept).unwrap_or(usize::MAX)) {
+                change.apply(&mut dir.durable);
+            }
+            dir.unsynced.clear();
+            dir.current = dir.durable.clone();
+            live.extend(dir.durable.values().copied());
+        }
+        state.inodes.retain(|id, _| live.contains(id));
+        for inode in state.inodes.values_mut() {
+            let image = match rng.as_mut() {
+                None => inode.durable.clone(),
+                Some(r) => inode.crash_image(r),
+            };
+            inode.current = image.clone();
+            inode.durable = image;
+            inode.unsynced_sectors.clear();
+        }
+        state.generation += 1;
+        state.powered_off = false;
+        state.power_off_at_call = None;
+        state.enospc_at_write = None;
+        state.eio_at_sync = None;
+    }
+
+    fn lock_dir<T>(
+        &self,
+        path: &Path,
+        call: impl FnOnce(&mut SimState, &Path, String) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let mut state = self.state.lock();
+        state.begin(Call::Other)?;
+        let (dir, name) = split_path(path)?;
+        if !state.dirs.contains_key(&dir) {
+            return Err(not_found(&dir));
+        }
+        call(&mut state, &dir, name)
+    }
+}
+
+impl SimState {
+    /// Counts a call and injects the faults planned for it.
+    fn begin(&mut self, call: Call) -> io::Result<()> {
+        if self.powered_off {
+            return Err(power_lost());
+        }
+        let n = self.io_calls;
+        self.io_calls += 1;
+        if self.power_off_at_call == Some(n) {
+            self.powered_off = true;
+            return Err(power_lost());
+        }
+        match call {
+            Call::Other => {}
+            Call::Write => self.write_calls += 1,
+            Call::Sync => self.sync_calls += 1,
+        }
+        Ok(())
+    }
+
+    fn dir_mut(&mut self, dir: &Path) -> io::Result<&mut Dir> {
+        self.dirs.get_mut(dir).ok_or_else(|| not_found(dir))
+    }
+}
+
+impl DirChange {
+    fn apply(&self, entries: &mut BTreeMap<String, u64>) {
+        match self {
+            DirChange::Link { name, inode } => {
+                entries.insert(name.clone(), *inode);
+            }
+            DirChange::Unlink { name } => {
+                entries.remove(name);
+            }
+            DirChange::Rename { from, to, inode } => {
+                entries.remove(from);
+                entries.insert(to.clone(), *inode);
+            }
+        }
+    }
+}
+
+impl Dir {
+    fn change(&mut self, change: DirChange) {
+        change.apply(&mut self.current);
+        self.unsynced.push(change);
+    }
+}
+
+impl Inode {
+    fn mark_unsynced(&mut self, start: u64, end: u64) {
+        if end > start {
+            self.unsynced_sectors.extend(start / SECTOR_BYTES..end.div_ceil(SECTOR_BYTES));
+        }
+    }
+
+    /// The file as a crash leaves it: the synced or the current length, and each unsynced
+    /// sector with its old or its new contents.
+    fn crash_image(&self, rng: &mut SplitMix64) -> Vec<u8> {
+        let len = if rng.coin() { self.current.len() } else { self.durable.len() };
+        let mut image = vec![0; len];
+        copy_prefix(&mut image, &self.durable);
+        for &sector in &self.unsynced_sectors {
+            let source = if rng.coin() { &self.current } else { &self.durable };
+            copy_sector(&mut image, source, sector);
+        }
+        image
+    }
+
+    /// A successful fdatasync: every unsynced sector and the length become durable.
+    fn sync(&mut self) {
+        self.durable.resize(self.current.len(), 0);
+        for &sector in &self.unsynced_sectors {
+            copy_sector(&mut self.durable, &self.current, sector);
+        }
+        self.unsynced_sectors.clear();
+    }
+
+    /// A failed fdatasync: some unsynced sectors reach the disk, the others are marked clean
+    /// while never written, so no later fsync will write them.
+    fn sync_failed(&mut self, rng: &mut SplitMix64) {
+        self.durable.resize(self.current.len(), 0);
+        for &sector in &self.unsynced_sectors {
+            let source = if rng.coin() { &self.current } else { &self.durable };
+            let bytes = sector_range(source, sector).map(<[u8]>::to_vec);
+            if let Some(bytes) = bytes {
+                write_sector(&mut self.durable, sector, &bytes);
+            } else {
+                zero_sector(&mut self.durable, sector);
+            }
+        }
+        self.unsynced_sectors.clear();
+    }
+}
+
+fn copy_prefix(image: &mut [u8], source: &[u8]) {
+    let n = image.len().min(source.len());
+    if let (Some(to), Some(from)) = (image.get_mut(..n), source.get(..n)) {
+        to.copy_from_slice(from);
+    }
+}
+
+fn sector_bounds(sector: u64, len: usize) -> (usize, usize) {
+    let start = usize::try_from(sector * SECTOR_BYTES).unwrap_or(usize::MAX).min(len);
+    let end = usize::try_from((sector + 1) * SECTOR_BYTES).unwrap_or(usize::MAX).min(len);
+    (start, end)
+}
+
+fn sector_range(bytes: &[u8], sector: u64) -> Option<&[u8]> {
+    let (start, end) = sector_bounds(sector, bytes.len());
+    bytes.get(start..end)
+}
+
+/// Copies `sector` of `source` into `image`, zeros where `source` is shorter.
+fn copy_sector(image: &mut [u8], source: &[u8], sector: u64) {
+    zero_sector(image, sector);
+    if let Some(bytes) = sector_range(source, sector) {
+        write_sector(image, sector, bytes);
+    }
+}
+
+fn write_sector(image: &mut [u8], sector: u64, bytes: &[u8]) {
+    let (start, end) = sector_bounds(sector, image.len());
+    let n = (end - start).min(bytes.len());
+    if let (Some(to), Some(from)) = (image.get_mut(start..start + n), bytes.get(..n)) {
+        to.copy_from_slice(from);
+    }
+}
+
+fn zero_sector(image: &mut [u8], sector: u64) {
+    let (start, end) = sector_bounds(sector, image.len());
+    if let Some(to) = image.get_mut(start..end) {
+        to.fill(0);
+    }
+}
+
+impl Fs for SimFs {
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FsFile>> {
+        let (inode, generation) = self.lock_dir(path, |state, dir, name| {
+            let existing = state.dir_mut(dir)?.current.get(&name).copied();
+            let inode = match (mode, existing) {
+                (OpenMode::CreateNew, Some(_)) => {
+                    return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
+                }
+                (OpenMode::CreateNew, None) => {
+                    let inode = state.inode_next;
+                    state.inode_next += 1;
+                    state.inodes.insert(inode, Inode::default());
+                    state.dir_mut(dir)?.change(DirChange::Link { name, inode });
+                    inode
+                }
+                (_, Some(inode)) => inode,
+                (_, None) => return Err(not_found(path)),
+            };
+            Ok((inode, state.generation))
+        })?;
+        let writable = mode != OpenMode::Read;
+        Ok(Box::new(SimFile { state: Arc::clone(&self.state), inode, generation, writable }))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let (to_dir, to_name) = split_path(to)?;
+        self.lock_dir(from, |state, dir, from_name| {
+            if to_dir != dir {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "the simulator renames within one directory only",
+                ));
+            }
+            let entries = state.dir_mut(dir)?;
+            let inode = *entries.current.get(&from_name).ok_or_else(|| not_found(from))?;
+            entries.change(DirChange::Rename { from: from_name, to: to_name, inode });
+            Ok(())
+        })
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.lock_dir(path, |state, dir, name| {
+            let entries = state.dir_mut(dir)?;
+            if !entries.current.contains_key(&name) {
+                return Err(not_found(path));
+            }
+            entries.change(DirChange::Unlink { name });
+            Ok(())
+        })
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut state = self.state.lock();
+        state.begin(Call::Other)?;
+        Ok(state.dir_mut(dir)?.current.keys().cloned().collect())
+    }
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut state = self.state.lock();
+        state.begin(Call::Other)?;
+        for ancestor in dir.ancestors() {
+            if !ancestor.as_os_str().is_empty() {
+                state.dirs.entry(ancestor.to_path_buf()).or_default();
+            }
+        }
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut state = self.state.lock();
+        state.begin(Call::Other)?;
+        let entries = state.dir_mut(dir)?;
+        for change in std::mem::take(&mut entries.unsynced) {
+            change.apply(&mut entries.durable);
+        }
+        Ok(())
+    }
+}
+
+impl SimFile {
+    fn with_inode<T>(
+        &self,
+        call: Call,
+        body: impl FnOnce(&mut Inode, &mut SplitMix64, bool) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        if state.generation != self.generation {
+            return Err(io::Error::other("file handle from before a simulated crash"));
+        }
+        state.begin(call)?;
+        // `begin` counted this call: its index is the count less one.
+        let fault = match call {
+            Call::Write => state.enospc_at_write == Some(state.write_calls - 1),
+            Call::Sync => state.eio_at_sync == Some(state.sync_calls - 1),
+            Call::Other => false,
+        };
+        let inode = state.inodes.get_mut(&self.inode).ok_or_else(|| io::Error::other("gone"))?;
+        body(inode, &mut state.rng, fault)
+    }
+
+    fn check_writable(&self) -> io::Result<()> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(io::Error::new(io::ErrorKind::PermissionDenied, "file opened read-only"))
+        }
+    }
+}
+
+impl FsFile for SimFile {
+    fn len(&self) -> io::Result<u64> {
+        self.with_inode(Call::Other, |inode, _, _| Ok(inode.current.len() as u64))
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.with_inode(Call::Other, |inode, _, _| {
+            let start = usize::try_from(offset).map_err(|_| eof())?;
+            let source = start
+                .checked_add(buf.len())
+                .and_then(|end| inode.current.get(start..end))
+                .ok_or_else(eof)?;
+            buf.copy_from_slice(source);
+            Ok(())
+        })
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.check_writable()?;
+        self.with_inode(Call::Write, |inode, rng, fault| {
+            let written = if fault {
+                usize::try_from(rng.below(buf.len() as u64 + 1)).unwrap_or(0)
+            } else {
+                buf.len()
+            };
+            let start = usize::try_from(offset).map_err(|_| eof())?;
+            let end = start + written;
+            let old_len = inode.current.len();
+            if end > old_len {
+                inode.current.resize(end, 0);
+            }
+            if let (Some(to), Some(from)) = (inode.current.get_mut(start..end), buf.get(..written))
+            {
+                to.copy_from_slice(from);
+            }
+            inode.mark_unsynced(offset.min(old_len as u64), end as u64);
+            if fault { Err(io::Error::from_raw_os_error(libc::ENOSPC)) } else { Ok(()) }
+        })
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.with_inode(Call::Sync, |inode, rng, fault| {
+            if fault {
+                inode.sync_failed(rng);
+                Err(io::Error::from_raw_os_error(libc::EIO))
+            } else {
+                inode.sync();
+                Ok(())
+            }
+        })
+    }
+
+    fn set_len(&self, len_bytes: u64) -> io::Result<()> {
+        self.check_writable()?;
+        self.with_inode(Call::Other, |inode, _, _| {
+            let len = usize::try_from(len_bytes).map_err(|_| eof())?;
+            let old_len = inode.current.len();
+            inode.current.resize(len, 0);
+            inode.mark_unsynced(old_len.min(len) as u64, old_len.max(len) as u64);
+            Ok(())
+        })
+    }
+
+    fn allocate(&self, len_bytes: u64) -> io::Result<()> {
+        self.check_writable()?;
+        self.with_inode(Call::Other, |inode, _, _| {
+            let len = usize::try_from(len_bytes).map_err(|_| eof())?;
+            let old_len = inode.current.len();
+            if len > old_len {
+                inode.current.resize(len, 0);
+                inode.mark_unsynced(old_len as u64, len as u64);
+            }
+            Ok(())
+        })
+    }
+
+    fn map(&self) -> io::Result<Mapping> {
+        self.with_inode(Call::Other, |inode, _, _| Ok(Arc::new(inode.current.clone()) as Mapping))
+    }
+}
+
+fn split_path(path: &Path) -> io::Result<(PathBuf, String)> {
+    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| not_found(path))?;
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    Ok((dir, name.to_owned()))
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("{}: no such file", path.display()))
+}
+
+fn power_lost() -> io::Error {
+    io::Error::other("simulated power loss: the machine is off")
+}
+
+fn eof() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the file")
+}
+
+/// A small, fixed PRNG (SplitMix64) so that a seed replays the same faults in every build.
+#[derive(Clone, Copy, Debug, Default)]
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A draw in `0..n` (`n` > 0).
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn coin(&mut self) -> bool {
+        self.next() & 1 == 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(fs: &SimFs, path: &str) -> Box<dyn FsFile> {
+        fs.open(Path::new(path), OpenMode::CreateNew).unwrap()
+    }
+
+    fn read_all(fs: &SimFs, path: &str) -> Option<Vec<u8>> {
+        let f = fs.open(Path::new(path), OpenMode::Read).ok()?;
+        let map = f.map().unwrap();
+        Some((*map).as_ref().to_vec())
+    }
+
+    fn setup() -> SimFs {
+        let fs = SimFs::new(7);
+        fs.create_dir_all(Path::new("/d")).unwrap();
+        fs
+    }
+
+    #[test]
+    fn unsynced_file_and_entry_vanish_on_crash() {
+        let fs = setup();
+        let f = file(&fs, "/d/a");
+        f.write_all_at(b"hello", 0).unwrap();
+        f.sync_data().unwrap();
+        fs.crash(CrashMode::DropUnsynced);
+        assert_eq!(read_all(&fs, "/d/a"), None, "directory entry was never synced");
+    }
+
+    #[test]
+    fn synced_bytes_and_entry_survive_and_unsynced_bytes_do_not() {
+        let fs = setup();
+        let f = file(&fs, "/d/a");
+        f.write_all_at(b"hello", 0).unwrap();
+        f.sync_data().unwrap();
+        fs.sync_dir(Path::new("/d")).unwrap();
+        f.write_all_at(b" world", 5).unwrap();
+        assert_eq!(read_all(&fs, "/d/a").unwrap(), b"hello world");
+        fs.crash(CrashMode::DropUnsynced);
+        assert_eq!(read_all(&fs, "/d/a").unwrap(), b"hello");
+    }
+
+    #[test]
+    fn keep_random_keeps_any_subset_of_sectors_not_only_a_prefix() {
+        let mut saw_gap = false;
+        for seed in 0..64 {
+            let fs = setup();
+            let f = file(&fs, "/d/a");
+            f.allocate(4 * SECTOR_BYTES).unwrap();
+            f.sync_data().unwrap();
+            fs.sync_dir(Path::new("/d")).unwrap();
+            f.write_all_at(&[1u8; 4 * SECTOR_BYTES as usize], 0).unwrap();
+            fs.crash(CrashMode::KeepRandom { seed });
+            let bytes = read_all(&fs, "/d/a").unwrap();
+            assert_eq!(bytes.len() as u64, 4 * SECTOR_BYTES);
+            let kept: Vec<bool> =
+                bytes.chunks(SECTOR_BYTES as usize).map(|s| s.iter().all(|&b| b == 1)).collect();
+            for (sector, chunk) in bytes.chunks(SECTOR_BYTES as usize).enumerate() {
+                assert!(chunk.iter().all(|&b| b == 1) || chunk.iter().all(|&b| b == 0), "{sector}");
+            }
+            saw_gap |= kept.windows(2).any(|w| !w[0] && w[1]);
+        }
+        assert!(saw_gap, "some seed must keep a later sector and drop an earlier one");
+    }
+
+    #[test]
+    fn crash_is_deterministic_for_a_seed() {
+        let run = |seed| {
+            let fs = setup();
+            let f = file(&fs, "/d/a");
+            fs.sync_dir(Path::new("/d")).unwrap();
+            f.write_all_at(&[9u8; 8 * SECTOR_BYTES as usize], 0).unwrap();
+            fs.crash(CrashMode::KeepRandom { seed });
+            read_all(&fs, "/d/a").unwrap()
+        };
+        assert_eq!(run(11), run(11));
+    }
+
+    #[test]
+    fn power_off_at_call_fails_that_call_and_every_later_one() {
+        let fs = setup();
+        let f = file(&fs, "/d/a");
+        let n = fs.io_calls();
+        fs.power_off_at_call(n + 1);
+        f.write_all_at(b"a", 0).unwrap();
+        assert!(f.sync_data().is_err());
+        assert!(fs.list(Path::new("/d")).is_err());
+        fs.crash(CrashMode::DropUnsynced);
+        assert!(f.len().is_err(), "handles die with the crash");
+        assert!(fs.list(Path::new("/d")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn failed_fsync_loses_sectors_for_good_even_after_a_retry() {
+        let mut lost = false;
+        for seed in 0..32 {
+            let fs = SimFs::new(seed);
+            fs.create_dir_all(Path::new("/d")).unwrap();
+            let f = file(&fs, "/d/a");
+            fs.sync_dir(Path::new("/d")).unwrap();
+            f.write_all_at(&[5u8; 16 * SECTOR_BYTES as usize], 0).unwrap();
+            fs.eio_at_sync(fs.sync_calls());
+            let err = f.sync_data().unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EIO));
+            f.sync_data().unwrap();
+            fs.crash(CrashMode::DropUnsynced);
+            lost |= read_all(&fs, "/d/a").unwrap().iter().any(|&b| b != 5);
+        }
+        assert!(lost, "a retried fsync must not bring back what the failed one dropped");
+    }
+
+    #[test]
+    fn enospc_fails_the_planned_write_only() {
+        let fs = setup();
+        let f = file(&fs, "/d/a");
+        fs.enospc_at_write(fs.write_calls() + 1);
+        f.write_all_at(b"first", 0).unwrap();
+        let err = f.write_all_at(b"second", 5).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+        f.write_all_at(b"third", 5).unwrap();
+    }
+
+    #[test]
+    fn rename_is_atomic_across_a_crash() {
+        for seed in 0..32 {
+            let fs = setup();
+            let f = file(&fs, "/d/a.tmp");
+            f.write_all_at(b"new", 0).unwrap();
+            f.sync_data().unwrap();
+            fs.sync_dir(Path::new("/d")).unwrap();
+            fs.rename(Path::new("/d/a.tmp"), Path::new("/d/a")).unwrap();
+            fs.crash(CrashMode::KeepRandom { seed });
+            let names = fs.list(Path::new("/d")).unwrap();
+            assert_eq!(names.len(), 1, "{names:?}");
+            let name = &names[0];
+            assert_eq!(read_all(&fs, &format!("/d/{name}")).unwrap(), b"new");
+        }
+    }
+}
