@@ -15,6 +15,13 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
 /// Largest segment size a log accepts (segment offsets stay far from u64 and usize limits).
 pub const SEGMENT_BYTES_MAX: u64 = 1 << 32;
 
+/// How far ahead of the log's end a preallocated segment is kept zero-filled by real writes.
+/// `fallocate` leaves unwritten extents, and the first write to each of their blocks costs a
+/// metadata journal commit at the next fdatasync (measured here: ~140 us instead of ~90 us for
+/// a 4 KiB batch). Blocks written with zeros before a batch lands on them avoid that; the zeros
+/// reach the disk with earlier batches' fdatasyncs.
+pub const ZERO_AHEAD_BYTES: u64 = 1 << 20;
+
 /// Default upper bound on one batch (one write and one fdatasync). It is also the torn window:
 /// only one batch is ever unsynced, so after a crash at most this many bytes at the end of the
 /// last segment can hold a torn write.

@@ -207,7 +207,7 @@ fn settle_last_segment(
         let mapping = file.map().map_err(|e| WalError::io(path, "map", e))?;
         let bytes = (*mapping).as_ref();
         let end = find_end(bytes, &header, Position::Last)
-            .map_err(|(offset, reason)| WalError::corrupt(path, offset, reason))?;
+            .map_err(|d| WalError::corrupt(path, d.offset_bytes, d.reason))?;
         let end_offset = usize::try_from(end.end_offset).unwrap_or(usize::MAX);
         let window_start =
             end_offset.saturating_sub(header.batch_bytes_max as usize).max(SEGMENT_HEADER_BYTES);
@@ -240,6 +240,8 @@ fn settle_last_segment(
         path: path.to_path_buf(),
         header,
         end_offset,
+        // Zeros may lie further on, but only the log's end is known for sure.
+        zeroed_end: end_offset,
         lsn_next: last_lsn.next(),
     };
     Ok((segment, torn))

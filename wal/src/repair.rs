@@ -13,7 +13,7 @@ use crate::Lsn;
 use crate::error::{Corruption, WalError};
 use crate::io::{Fs, OpenMode};
 use crate::segment::{SegmentHeader, parse_segment_name};
-use crate::tail::{Position, find_end};
+use crate::tail::{Damage, Position, find_end};
 
 /// Suffix of a file set aside by repair (or a damaged checkpoint set aside by open).
 pub const BROKEN_SUFFIX: &str = ".broken";
@@ -56,15 +56,15 @@ pub fn repair(fs: &Arc<dyn Fs>, dir: &Path) -> Result<RepairReport, WalError> {
     for (i, &first_lsn) in lsns.iter().enumerate() {
         let path = dir.join(crate::segment::segment_name(first_lsn));
         let position = if i + 1 == lsns.len() { Position::Last } else { Position::Sealed };
-        let (offset, reason) = match scan(&**fs, &path, first_lsn, expected, position)? {
+        let damage = match scan(&**fs, &path, first_lsn, expected, position)? {
             Ok(last_lsn) => {
                 expected = Some(last_lsn.next());
                 continue;
             }
-            Err(found) => found,
+            Err(damage) => damage,
         };
-        let first_lsn_removed = expected.unwrap_or(first_lsn).max(first_lsn);
-        report.cuts.push(cut(&**fs, dir, &path, offset, first_lsn_removed, reason.clone())?);
+        let reason = damage.reason.clone();
+        report.cuts.push(cut(&**fs, dir, &path, damage.offset_bytes, damage.lsn, reason.clone())?);
         for &later in lsns.get(i + 1..).unwrap_or(&[]) {
             let path = dir.join(crate::segment::segment_name(later));
             report.cuts.push(cut(&**fs, dir, &path, 0, later, reason.clone())?);
@@ -81,7 +81,7 @@ pub fn repair(fs: &Arc<dyn Fs>, dir: &Path) -> Result<RepairReport, WalError> {
     Ok(report)
 }
 
-type Scanned = Result<Lsn, (u64, Corruption)>;
+type Scanned = Result<Lsn, Damage>;
 
 /// Checks one segment: its last LSN, or where and why it is corrupt.
 fn scan(
@@ -94,21 +94,19 @@ fn scan(
     let file = fs.open(path, OpenMode::Read).map_err(|e| WalError::io(path, "open", e))?;
     let mapping = file.map().map_err(|e| WalError::io(path, "map", e))?;
     let bytes = (*mapping).as_ref();
+    let whole = |offset_bytes, reason| Ok(Err(Damage { offset_bytes, lsn: first_lsn, reason }));
     let header = match SegmentHeader::decode(bytes) {
         Ok(header) if header.first_lsn == first_lsn => header,
         Ok(header) => {
-            return Ok(Err((
+            return whole(
                 16,
                 Corruption::NameMismatch { name: first_lsn, header: header.first_lsn },
-            )));
+            );
         }
-        Err(reason) => return Ok(Err((0, reason))),
+        Err(reason) => return whole(0, reason),
     };
     if let Some(expected) = expected.filter(|&e| e != first_lsn) {
-        return Ok(Err((
-            16,
-            Corruption::SegmentGap { last: expected.prev(), next_first: first_lsn },
-        )));
+        return whole(16, Corruption::SegmentGap { last: expected.prev(), next_first: first_lsn });
     }
     Ok(find_end(bytes, &header, position).map(|end| end.last_lsn))
 }

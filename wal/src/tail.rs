@@ -49,6 +49,15 @@ pub(crate) struct TornBytes {
     pub damage: Corruption,
 }
 
+/// Damage that cannot be a torn write: where, which LSN the damaged frame should have had,
+/// and what was wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Damage {
+    pub offset_bytes: u64,
+    pub lsn: Lsn,
+    pub reason: Corruption,
+}
+
 /// Whether a segment is the last one, whose final batch may be torn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Position {
@@ -56,13 +65,12 @@ pub(crate) enum Position {
     Sealed,
 }
 
-/// Scans a whole segment (`bytes`, header included) for the end of its records. An `Err` holds
-/// the offset and reason of corruption.
+/// Scans a whole segment (`bytes`, header included) for the end of its records.
 pub(crate) fn find_end(
     bytes: &[u8],
     header: &SegmentHeader,
     position: Position,
-) -> Result<SegmentEnd, (u64, Corruption)> {
+) -> Result<SegmentEnd, Damage> {
     let rules = header.frame_rules();
     let mut offset = SEGMENT_HEADER_BYTES;
     let mut expected = header.first_lsn;
@@ -74,7 +82,8 @@ pub(crate) fn find_end(
                 continue;
             }
             Parsed::Frame(f) => {
-                return Err((offset as u64, Corruption::LsnOutOfOrder { expected, found: f.lsn }));
+                let reason = Corruption::LsnOutOfOrder { expected, found: f.lsn };
+                return Err(Damage { offset_bytes: offset as u64, lsn: expected, reason });
             }
             Parsed::Unwritten => match first_nonzero(bytes, offset) {
                 None => {
@@ -86,9 +95,10 @@ pub(crate) fn find_end(
             Parsed::Invalid(damage) => damage,
         };
         if position == Position::Sealed {
-            return Err((offset as u64, damage));
+            return Err(Damage { offset_bytes: offset as u64, lsn: expected, reason: damage });
         }
-        let torn = classify_tail(bytes, header, offset, expected, damage)?;
+        let torn = classify_tail(bytes, header, offset, expected, damage)
+            .map_err(|reason| Damage { offset_bytes: offset as u64, lsn: expected, reason })?;
         return Ok(SegmentEnd {
             end_offset: offset as u64,
             last_lsn: expected.prev(),
@@ -97,25 +107,23 @@ pub(crate) fn find_end(
     }
 }
 
-/// Decides whether invalid bytes at `offset` of the last segment are a torn write.
+/// Decides whether invalid bytes at `offset` of the last segment are a torn write; if not,
+/// says why they are corruption.
 fn classify_tail(
     bytes: &[u8],
     header: &SegmentHeader,
     offset: usize,
     expected: Lsn,
     damage: Corruption,
-) -> Result<TornBytes, (u64, Corruption)> {
+) -> Result<TornBytes, Corruption> {
     let window_bytes = header.batch_bytes_max as usize;
     let window_end = offset.saturating_add(window_bytes);
     if let Some(data) = first_nonzero(bytes, window_end) {
-        return Err((
-            offset as u64,
-            Corruption::BeyondTornWindow {
-                damage: Box::new(damage),
-                data_offset_bytes: data as u64,
-                window_bytes: window_bytes as u64,
-            },
-        ));
+        return Err(Corruption::BeyondTornWindow {
+            damage: Box::new(damage),
+            data_offset_bytes: data as u64,
+            window_bytes: window_bytes as u64,
+        });
     }
     // A frame of a later batch was written only after `expected`'s batch was synced: then the
     // invalid bytes were once valid and acknowledged. The salt keeps record payloads (which may
@@ -126,14 +134,11 @@ fn classify_tail(
         if let Parsed::Frame(f) = frame::parse(bytes, candidate, rules)
             && f.batch_first_lsn() > expected
         {
-            return Err((
-                offset as u64,
-                Corruption::SyncedFrameDamaged {
-                    damage: Box::new(damage),
-                    later_lsn: f.lsn,
-                    later_offset_bytes: candidate as u64,
-                },
-            ));
+            return Err(Corruption::SyncedFrameDamaged {
+                damage: Box::new(damage),
+                later_lsn: f.lsn,
+                later_offset_bytes: candidate as u64,
+            });
         }
     }
     let data_end = last_nonzero(bytes, offset).map_or(offset, |last| last + 1);
@@ -212,8 +217,9 @@ mod tests {
     fn damaged_frame_followed_by_a_later_batch_is_corruption() {
         let (mut bytes, starts) = segment(&[&[10], &[40, 40], &[40]], 4096);
         bytes[starts[1] + 30] ^= 0xff;
-        let (offset, reason) = find_end(&bytes, &HEADER, Position::Last).unwrap_err();
-        assert_eq!(offset as usize, starts[1]);
+        let damage = find_end(&bytes, &HEADER, Position::Last).unwrap_err();
+        assert_eq!((damage.offset_bytes as usize, damage.lsn), (starts[1], Lsn(2)));
+        let reason = damage.reason;
         assert!(
             matches!(reason, Corruption::SyncedFrameDamaged { later_lsn: Lsn(4), .. }),
             "{reason}"
@@ -225,8 +231,9 @@ mod tests {
         let many: Vec<usize> = vec![100; 20];
         let (mut bytes, starts) = segment(&[&[10], &many[..6], &many[..6], &many[..6]], 8192);
         bytes[starts[0] + 30] ^= 1; // first batch, more than 1024 bytes before the end
-        let (offset, reason) = find_end(&bytes, &HEADER, Position::Last).unwrap_err();
-        assert_eq!(offset as usize, starts[0]);
+        let damage = find_end(&bytes, &HEADER, Position::Last).unwrap_err();
+        assert_eq!((damage.offset_bytes as usize, damage.lsn), (starts[0], Lsn(1)));
+        let reason = damage.reason;
         assert!(matches!(reason, Corruption::BeyondTornWindow { .. }), "{reason}");
     }
 
@@ -234,8 +241,8 @@ mod tests {
     fn any_damage_in_a_sealed_segment_is_corruption() {
         let (mut bytes, starts) = segment(&[&[10], &[40]], 4096);
         bytes[starts[1] + 30] ^= 1;
-        let (offset, _) = find_end(&bytes, &HEADER, Position::Sealed).unwrap_err();
-        assert_eq!(offset as usize, starts[1]);
+        let damage = find_end(&bytes, &HEADER, Position::Sealed).unwrap_err();
+        assert_eq!((damage.offset_bytes as usize, damage.lsn), (starts[1], Lsn(2)));
     }
 
     #[test]

@@ -4,14 +4,14 @@ use std::error::Error as StdError;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+use parking_lot::{Mutex, RwLock};
 
 use crate::Lsn;
 use crate::catalog::{Catalog, SegmentInfo};
 use crate::checkpoint::{self, Checkpoint, WriteFailure, checkpoint_name};
 use crate::error::{PoisonCause, WalError};
 use crate::frame::FRAME_HEADER_BYTES;
-use crate::group_commit::Queue;
+use crate::group_commit::{Batch, GroupCommit};
 use crate::io::Fs;
 use crate::limits::{CHECKPOINT_BLOB_BYTES_MAX, CHECKPOINTS_KEPT};
 use crate::options::WalOptions;
@@ -28,8 +28,7 @@ pub struct Wal {
     fs: Arc<dyn Fs>,
     dir: PathBuf,
     options: WalOptions,
-    queue: Mutex<Queue>,
-    queue_changed: Condvar,
+    group: GroupCommit,
     /// Only the group-commit leader locks it, so it is never contended on the commit path.
     writer: Mutex<SegmentWriter>,
     catalog: Arc<RwLock<Catalog>>,
@@ -96,12 +95,16 @@ impl Wal {
         options.validate()?;
         let dir = dir.into();
         let recovered = recover(&fs, &dir, &options)?;
+        let group = GroupCommit::new(
+            recovered.lsn_last,
+            options.batch_bytes_max,
+            options.pending_bytes_max,
+        );
         let wal = Wal {
             fs,
             dir,
             options,
-            queue: Mutex::new(Queue::new(recovered.lsn_last)),
-            queue_changed: Condvar::new(),
+            group,
             writer: Mutex::new(recovered.writer),
             catalog: recovered.catalog,
             maintenance: Mutex::new(()),
@@ -119,60 +122,43 @@ impl Wal {
         self.options.batch_bytes_max as usize - FRAME_HEADER_BYTES
     }
 
-    /// Queues a record and returns its LSN, without waiting for it to be durable (see
-    /// [`Wal::wait_durable`]). Waits only if the queue holds `pending_bytes_max` already.
-    pub fn append(&self, record: &[u8]) -> Result<Lsn, WalError> {
+    fn check_record(&self, record: &[u8]) -> Result<(), WalError> {
         if record.is_empty() {
             return Err(WalError::EmptyRecord);
         }
-        if record.len() > self.record_bytes_max() {
-            let max_bytes = self.record_bytes_max() as u64;
+        let max_bytes = self.record_bytes_max() as u64;
+        if record.len() as u64 > max_bytes {
             return Err(WalError::RecordTooLarge { bytes: record.len() as u64, max_bytes });
         }
-        let mut queue = self.queue.lock();
-        loop {
-            if let Some(first) = &queue.poison {
-                return Err(WalError::Poisoned { first: Arc::clone(first) });
-            }
-            let fits =
-                queue.pending_bytes() + record.len() as u64 <= self.options.pending_bytes_max;
-            if fits || queue.pending_bytes() == 0 {
-                return Ok(queue.push(record));
-            }
-            queue.space_waiters += 1;
-            self.lead_or_wait(&mut queue);
-            queue.space_waiters -= 1;
-        }
+        Ok(())
+    }
+
+    fn write_batch(&self, batch: &mut Batch) -> Result<(), Box<PoisonCause>> {
+        self.writer.lock().write_batch(batch)
+    }
+
+    /// Queues a record and returns its LSN, without waiting for it to be durable (see
+    /// [`Wal::wait_durable`]). Waits only if the queue holds `pending_bytes_max` already.
+    pub fn append(&self, record: &[u8]) -> Result<Lsn, WalError> {
+        self.check_record(record)?;
+        self.group.append(record, &|batch| self.write_batch(batch))
     }
 
     /// Waits until the record at `lsn` (and every one before it) is durable. The first caller
     /// to find no batch in flight writes one for everybody queued.
     pub fn wait_durable(&self, lsn: Lsn) -> Result<(), WalError> {
-        let mut queue = self.queue.lock();
-        if lsn >= queue.lsn_next {
-            return Err(WalError::NotAppended { lsn, last: queue.lsn_next.prev() });
-        }
-        loop {
-            if queue.lsn_durable >= lsn {
-                return Ok(());
-            }
-            if let Some(first) = &queue.poison {
-                return Err(WalError::Poisoned { first: Arc::clone(first) });
-            }
-            self.lead_or_wait(&mut queue);
-        }
+        self.group.wait_durable(lsn, &|batch| self.write_batch(batch))
     }
 
     /// Appends a record and waits until it is durable: `Ok` means it survives a crash.
     pub fn append_durable(&self, record: &[u8]) -> Result<Lsn, WalError> {
-        let lsn = self.append(record)?;
-        self.wait_durable(lsn)?;
-        Ok(lsn)
+        self.check_record(record)?;
+        self.group.append_durable(record, &|batch| self.write_batch(batch))
     }
 
     /// Waits until every record appended so far is durable; returns the last one's LSN.
     pub fn sync(&self) -> Result<Lsn, WalError> {
-        let last = self.queue.lock().lsn_next.prev();
+        let last = self.group.lsn_last_appended();
         if last > Lsn::ZERO {
             self.wait_durable(last)?;
         }
@@ -181,49 +167,17 @@ impl Wal {
 
     /// Every record up to this LSN is durable.
     pub fn lsn_durable(&self) -> Lsn {
-        self.queue.lock().lsn_durable
+        self.group.lsn_durable()
     }
 
     /// The LSN of the last record appended (durable or not).
     pub fn lsn_last_appended(&self) -> Lsn {
-        self.queue.lock().lsn_next.prev()
+        self.group.lsn_last_appended()
     }
 
     /// The failure that poisoned the log, if any.
     pub fn poisoned(&self) -> Option<Arc<PoisonCause>> {
-        self.queue.lock().poison.clone()
-    }
-
-    /// One step of group commit, with the queue locked: lead a batch if none is in flight and
-    /// frames are pending, else sleep until the queue changes.
-    fn lead_or_wait(&self, queue: &mut MutexGuard<'_, Queue>) {
-        if queue.leader_active || queue.poison.is_some() {
-            self.queue_changed.wait(queue);
-            return;
-        }
-        let Some(mut batch) = queue.take_batch(self.options.batch_bytes_max) else {
-            self.queue_changed.wait(queue);
-            return;
-        };
-        queue.leader_active = true;
-        if queue.space_waiters > 0 {
-            self.queue_changed.notify_all();
-        }
-        let written = MutexGuard::unlocked(queue, || self.writer.lock().write_batch(&mut batch));
-        queue.leader_active = false;
-        match written {
-            Ok(()) => {
-                // Invariant: batches become durable in LSN order, with no gap.
-                assert_eq!(queue.lsn_durable.next(), batch.first_lsn, "durable LSNs are dense");
-                queue.lsn_durable = batch.last_lsn;
-            }
-            Err(cause) => {
-                tracing::error!(%cause, "log poisoned: a batch write or fdatasync failed");
-                queue.poison.get_or_insert_with(|| Arc::from(cause));
-            }
-        }
-        queue.recycle(batch.bytes);
-        self.queue_changed.notify_all();
+        self.group.poison()
     }
 
     fn check_poison(&self) -> Result<(), WalError> {
@@ -235,10 +189,7 @@ impl Wal {
 
     fn poison(&self, cause: PoisonCause) -> Arc<PoisonCause> {
         tracing::error!(%cause, "log poisoned");
-        let mut queue = self.queue.lock();
-        let first = Arc::clone(queue.poison.get_or_insert_with(|| Arc::new(cause)));
-        self.queue_changed.notify_all();
-        first
+        self.group.set_poison(cause)
     }
 
     /// The records from `from` up to the durable LSN of this moment.

@@ -12,6 +12,7 @@ use crate::error::PoisonCause;
 use crate::frame;
 use crate::group_commit::Batch;
 use crate::io::{Fs, FsFile, OpenMode};
+use crate::limits::ZERO_AHEAD_BYTES;
 use crate::options::WalOptions;
 use crate::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, TEMP_SUFFIX, segment_name};
 
@@ -28,6 +29,9 @@ pub(crate) struct SegmentWriter {
     header: SegmentHeader,
     /// Offset just past the last synced frame: where the next batch goes.
     offset_bytes: u64,
+    /// Bytes before this offset are written (zeros beyond the log's end), so a batch landing
+    /// there converts no unwritten extent. Only kept up when preallocating.
+    zeroed_end_bytes: u64,
     /// The LSN the next batch must start with.
     lsn_next: Lsn,
     /// Set when the open segment was written with another batch bound than ours: its header
@@ -49,6 +53,8 @@ pub(crate) struct OpenSegment {
     pub path: PathBuf,
     pub header: SegmentHeader,
     pub end_offset: u64,
+    /// How far the segment is known to be zero-filled by real writes.
+    pub zeroed_end: u64,
     pub lsn_next: Lsn,
 }
 
@@ -72,6 +78,7 @@ impl SegmentWriter {
             path: segment.path,
             header: segment.header,
             offset_bytes: segment.end_offset,
+            zeroed_end_bytes: segment.zeroed_end,
             lsn_next: segment.lsn_next,
             rotate_before_next,
             options: parts.options,
@@ -96,6 +103,9 @@ impl SegmentWriter {
         if self.rotate_before_next || self.offset_bytes + len > self.options.segment_bytes {
             self.rotate(batch.first_lsn)?;
         }
+        if self.options.preallocate {
+            self.zero_ahead(len)?;
+        }
         let frames = frame::seal(&mut batch.bytes, self.header.salt);
         debug_assert_eq!(u64::from(frames), batch.last_lsn.0 - batch.first_lsn.0 + 1);
         self.file
@@ -104,6 +114,23 @@ impl SegmentWriter {
         self.file.sync_data().map_err(|e| failure(&self.path, "sync_data", e))?;
         self.offset_bytes += len;
         self.lsn_next = batch.last_lsn.next();
+        Ok(())
+    }
+
+    /// Keeps at least `ZERO_AHEAD_BYTES` written with zeros past the end of the next batch,
+    /// one chunk at a time, so batches land on blocks an earlier fdatasync already wrote.
+    fn zero_ahead(&mut self, batch_bytes: u64) -> Result<(), Failure> {
+        let wanted =
+            (self.offset_bytes + batch_bytes + ZERO_AHEAD_BYTES).min(self.options.segment_bytes);
+        if wanted <= self.zeroed_end_bytes {
+            return Ok(());
+        }
+        // Invariant: zeros go only past the log's end, never over a frame.
+        assert!(self.zeroed_end_bytes >= self.offset_bytes, "zeros never overwrite frames");
+        let end =
+            (self.zeroed_end_bytes + ZERO_AHEAD_BYTES).max(wanted).min(self.options.segment_bytes);
+        write_zeros(&*self.file, &self.path, self.zeroed_end_bytes, end)?;
+        self.zeroed_end_bytes = end;
         Ok(())
     }
 
@@ -121,14 +148,16 @@ impl SegmentWriter {
         self.path = segment.path;
         self.header = segment.header;
         self.offset_bytes = segment.end_offset;
+        self.zeroed_end_bytes = segment.zeroed_end;
         self.rotate_before_next = false;
         Ok(())
     }
 }
 
-/// Creates a segment durably: header written and synced (and the file preallocated) under a
-/// temporary name, renamed into place, directory synced. Under its real name a segment always
-/// has a whole header.
+/// Creates a segment durably: header written and synced under a temporary name (and, when
+/// preallocating, the whole file reserved and its first `2 * ZERO_AHEAD_BYTES` zero-filled),
+/// renamed into place, directory synced. Under its real name a segment always has a whole
+/// header.
 fn create_segment(
     fs: &dyn Fs,
     parts: &WriterParts,
@@ -145,15 +174,38 @@ fn create_segment(
     };
     let file = fs.open(&temp, OpenMode::CreateNew).map_err(|e| failure(&temp, "create", e))?;
     file.write_all_at(&header.encode(), 0).map_err(|e| failure(&temp, "write", e))?;
+    let header_end = SEGMENT_HEADER_BYTES as u64;
+    let mut zeroed_end = header_end;
     if parts.options.preallocate {
         file.allocate(parts.options.segment_bytes).map_err(|e| failure(&temp, "allocate", e))?;
+        zeroed_end = (header_end + 2 * ZERO_AHEAD_BYTES).min(parts.options.segment_bytes);
+        write_zeros(&*file, &temp, header_end, zeroed_end)?;
     }
     file.sync_data().map_err(|e| failure(&temp, "sync_data", e))?;
     fs.rename(&temp, &path).map_err(|e| failure(&temp, "rename", e))?;
     fs.sync_dir(&parts.dir).map_err(|e| failure(&parts.dir, "sync_dir", e))?;
     let info = SegmentInfo { first_lsn, path: path.clone() };
-    let end_offset = SEGMENT_HEADER_BYTES as u64;
-    Ok((OpenSegment { file, path, header, end_offset, lsn_next: first_lsn }, info))
+    let segment =
+        OpenSegment { file, path, header, end_offset: header_end, zeroed_end, lsn_next: first_lsn };
+    Ok((segment, info))
+}
+
+/// Writes zeros over `start..end` of `file`.
+fn write_zeros(
+    file: &dyn FsFile,
+    path: &std::path::Path,
+    start: u64,
+    end: u64,
+) -> Result<(), Failure> {
+    let zeros = vec![0u8; usize::try_from(ZERO_AHEAD_BYTES).unwrap_or(1 << 20)];
+    let mut offset = start;
+    while offset < end {
+        let n = (end - offset).min(zeros.len() as u64);
+        let chunk = zeros.get(..usize::try_from(n).unwrap_or(0)).unwrap_or(&[]);
+        file.write_all_at(chunk, offset).map_err(|e| failure(path, "write", e))?;
+        offset += n;
+    }
+    Ok(())
 }
 
 /// Draws each segment's salt from a seed: fixed in tests, random otherwise.

@@ -2,7 +2,14 @@
 //! from replay in order, segments rotate, reopening continues, group commit carries many
 //! threads, bad input gets clear errors.
 
-#![allow(missing_docs, clippy::cast_possible_truncation)]
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
 
 mod common;
 

@@ -1,7 +1,15 @@
 //! Helpers shared by the log's integration tests: small options, a model of what was appended
 //! and acknowledged, and the check that a reopened log agrees with it.
 
-#![allow(dead_code, clippy::cast_possible_truncation)]
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::cast_possible_truncation,
+    dead_code
+)]
 
 use std::collections::BTreeMap;
 use std::path::Path;
