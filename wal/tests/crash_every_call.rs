@@ -66,7 +66,7 @@ fn crash_at_every_io_call_keeps_every_acknowledged_record() {
     let calls = dry.io_calls();
     assert!(calls > 50, "the scenario exercises the log ({calls} calls)");
     let base = seed("crash_every_call");
-    let seeds_per_call = env_count("TESSERA_SEEDS_PER_CALL", 3);
+    let seeds_per_call = env_count("TESSERA_SEEDS_PER_CALL", 20);
     let mut crash_points = 0;
     for call in 0..=calls {
         crash_and_check(call, CrashMode::DropUnsynced);

@@ -83,7 +83,7 @@ fn run(threads: u64, per_thread: u64, sizes: u64, wait_every: u64, call: u64, cr
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(
-        std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(96)
+        std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(256)
     ))]
 
     #[test]
