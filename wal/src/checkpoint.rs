@@ -25,7 +25,7 @@ use crate::bytes::SharedBytes;
 use crate::error::{Corruption, WalError};
 use crate::frame::{read_u32, read_u64};
 use crate::io::{Fs, OpenMode};
-use crate::limits::CHECKPOINT_BLOB_BYTES_MAX;
+use crate::limits::{CHECKPOINT_BLOB_BYTES_MAX, LSN_MAX};
 use crate::segment::{FORMAT_VERSION, TEMP_SUFFIX, parse_numbered_name};
 
 /// docs/format.md §4: the magic number of a checkpoint file.
@@ -207,7 +207,7 @@ fn decode_header(bytes: &[u8], name_lsn: Lsn) -> Result<CheckpointHeader, (u64, 
         ));
     }
     let lsn = Lsn(read_u64(header, 16));
-    if lsn != name_lsn || lsn == Lsn::ZERO {
+    if lsn != name_lsn || lsn == Lsn::ZERO || lsn.0 > LSN_MAX {
         return Err((16, Corruption::NameMismatch { name: name_lsn, header: lsn }));
     }
     let blob_bytes = read_u64(header, 24);

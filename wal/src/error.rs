@@ -293,6 +293,20 @@ pub enum Corruption {
         /// First LSN of the next segment.
         next_first: Lsn,
     },
+    /// The log ended before the LSN that was durable when replay began (a segment vanished).
+    #[error("the log ends at lsn {last}, but lsn {expected_until} was durable")]
+    LogEndsEarly {
+        /// The last LSN found.
+        last: Lsn,
+        /// The LSN replay was to reach.
+        expected_until: Lsn,
+    },
+    /// A checkpoint exists but no segment file does.
+    #[error("no segment files, but a checkpoint covers lsn {checkpoint}")]
+    NoSegments {
+        /// The newest checkpoint's LSN (0 if every checkpoint was damaged).
+        checkpoint: Lsn,
+    },
     /// The log ends before the checkpoint it must continue.
     #[error("the checkpoint covers lsn {checkpoint}, but the log ends at lsn {log_end}")]
     LogBehindCheckpoint {

@@ -19,7 +19,7 @@
 
 use crate::Lsn;
 use crate::error::Corruption;
-use crate::limits::FRAME_ALIGN_BYTES;
+use crate::limits::{FRAME_ALIGN_BYTES, LSN_MAX};
 
 /// docs/format.md §3: size of a frame header.
 pub const FRAME_HEADER_BYTES: usize = 24;
@@ -124,6 +124,21 @@ pub struct FrameRules {
     pub salt: u32,
 }
 
+/// The smallest frame: a header and one byte of payload, padded.
+pub const FRAME_BYTES_MIN: usize = (FRAME_HEADER_BYTES + 1).next_multiple_of(FRAME_ALIGN_BYTES);
+
+/// The LSN and batch index a frame header at `offset` claims, read without checking the CRC
+/// (cheap, for recovery's search of the torn window); `None` if the header is not even
+/// plausible (kind, reserved bytes, length).
+pub fn peek(segment: &[u8], offset: usize, rules: FrameRules) -> Option<(Lsn, u32)> {
+    let header = segment.get(offset..)?.first_chunk::<FRAME_HEADER_BYTES>()?;
+    let payload_bytes = read_u32(header, 4);
+    let plausible = header[20] == KIND_RECORD
+        && header[21..24] == [0, 0, 0]
+        && (1..=rules.payload_bytes_max).contains(&payload_bytes);
+    plausible.then(|| (Lsn(read_u64(header, 8)), read_u32(header, 16)))
+}
+
 /// Parses the frame at `offset` of `segment`.
 pub fn parse(segment: &[u8], offset: usize, rules: FrameRules) -> Parsed {
     let rest = segment.get(offset..).unwrap_or(&[]);
@@ -188,7 +203,7 @@ fn check(
     }
     let lsn = Lsn(read_u64(header, 8));
     let batch_index = read_u32(header, 16);
-    if lsn == Lsn::ZERO || u64::from(batch_index) >= lsn.0 {
+    if lsn == Lsn::ZERO || lsn.0 > LSN_MAX || u64::from(batch_index) >= lsn.0 {
         return Err(Corruption::BatchIndexOutOfRange { batch_index, lsn });
     }
     Ok((lsn, batch_index, payload_bytes))

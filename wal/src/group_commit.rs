@@ -15,6 +15,9 @@
 //! copy of the durable LSN that it is done, without taking the lock again: a condvar would
 //! hand the lock from each woken waiter to the next, one context switch at a time.
 
+use std::io;
+use std::panic;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, Thread};
@@ -286,8 +289,22 @@ impl GroupCommit {
         if queue.space_waiters > 0 {
             self.space.notify_all();
         }
-        let written = MutexGuard::unlocked(queue, || write(&mut batch));
+        let written = MutexGuard::unlocked(queue, || {
+            panic::catch_unwind(panic::AssertUnwindSafe(|| write(&mut batch)))
+        });
         queue.leader_active = false;
+        let written = match written {
+            Ok(written) => written,
+            Err(payload) => {
+                // A bug (a failed assertion in the writer, a panicking `Fs`): poison, wake
+                // everyone with the error, then let the panic go on.
+                let source = io::Error::other("the batch writer panicked");
+                let cause = PoisonCause { path: PathBuf::new(), op: "write_batch", source };
+                queue.poison.get_or_insert_with(|| Arc::new(cause));
+                wake(self.poison_locked(queue));
+                panic::resume_unwind(payload);
+            }
+        };
         match written {
             Ok(()) => {
                 // Invariant: batches become durable in LSN order, with no gap.

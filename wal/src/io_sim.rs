@@ -4,9 +4,12 @@
 //! - Each file has its synced bytes and its current bytes. A write changes the current bytes
 //!   and marks its 512-byte sectors unsynced; `sync_data` makes them (and the length) durable.
 //! - Each directory has its synced entries and a list of unsynced changes (create, rename,
-//!   remove) in the order they were made; `sync_dir` makes them durable. Directories themselves
-//!   are durable as soon as they are created (the log creates its directory once, before
-//!   anything else).
+//!   remove) in the order they were made; `sync_dir` makes them durable. A new directory is
+//!   durable once its parent is synced; until then a crash removes it with all it holds.
+//! - A failed `sync_dir` (EIO) persists a random prefix of the unsynced changes and leaves the
+//!   rest unsynced. Unlike data pages, journaled metadata is not dropped by a failed commit:
+//!   the file system either shuts down (model that with `power_off_at_call`) or commits the
+//!   changes later.
 //! - A crash ([`SimFs::crash`]) either drops every unsynced byte and directory change, or keeps
 //!   any subset of the unsynced sectors (pages reach the disk in any order, so a torn batch need
 //!   not be a prefix), each file's synced or current length, and a prefix of each directory's
@@ -20,7 +23,7 @@
 //! scenario: from that call on, every call fails until [`SimFs::crash`] restarts the machine.
 //! File handles opened before a crash fail afterwards, as a dead process's would.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,7 +54,8 @@ pub struct SimFs {
 
 #[derive(Debug, Default)]
 struct SimState {
-    inodes: HashMap<u64, Inode>,
+    /// Ordered, so that a crash draws its sectors in the same order on every run.
+    inodes: BTreeMap<u64, Inode>,
     inode_next: u64,
     dirs: BTreeMap<PathBuf, Dir>,
     /// Bumped by each crash; handles from an earlier generation belong to a dead process.
@@ -59,9 +63,11 @@ struct SimState {
     io_calls: u64,
     write_calls: u64,
     sync_calls: u64,
+    dir_sync_calls: u64,
     power_off_at_call: Option<u64>,
     enospc_at_write: Option<u64>,
     eio_at_sync: Option<u64>,
+    eio_at_dir_sync: Option<u64>,
     powered_off: bool,
     rng: SplitMix64,
 }
@@ -76,6 +82,8 @@ struct Inode {
 
 #[derive(Debug, Default)]
 struct Dir {
+    /// Whether the directory's own entry in its parent is durable.
+    entry_durable: bool,
     durable: BTreeMap<String, u64>,
     current: BTreeMap<String, u64>,
     unsynced: Vec<DirChange>,
@@ -101,13 +109,14 @@ enum Call {
     Other,
     Write,
     Sync,
+    DirSync,
 }
 
 impl SimFs {
     /// An empty file system; `seed` drives the outcome of injected failures.
     pub fn new(seed: u64) -> SimFs {
         let fs = SimFs::default();
-        fs.state.lock().rng = SplitMix64(seed);
+        fs.state.lock().rng = SplitMix64::seeded(seed);
         fs
     }
 
@@ -148,6 +157,17 @@ impl SimFs {
         self.state.lock().eio_at_sync = Some(sync);
     }
 
+    /// How many `sync_dir` calls were attempted so far.
+    pub fn dir_sync_calls(&self) -> u64 {
+        self.state.lock().dir_sync_calls
+    }
+
+    /// Fails `sync_dir` number `sync` (counting from 0) with EIO, after persisting a random
+    /// prefix of the directory's unsynced changes; the rest stay unsynced.
+    pub fn eio_at_dir_sync(&self, sync: u64) {
+        self.state.lock().eio_at_dir_sync = Some(sync);
+    }
+
     /// Whether the power is off (a `power_off_at_call` was reached).
     pub fn is_powered_off(&self) -> bool {
         self.state.lock().powered_off
@@ -160,8 +180,12 @@ impl SimFs {
         let state = &mut *guard;
         let mut rng = match mode {
             CrashMode::DropUnsynced => None,
-            CrashMode::KeepRandom { seed } => Some(SplitMix64(seed)),
+            CrashMode::KeepRandom { seed } => Some(SplitMix64::seeded(seed)),
         };
+        // A directory whose entry never reached its parent vanishes, with what is under it.
+        let lost: Vec<PathBuf> =
+            state.dirs.iter().filter(|(_, d)| !d.entry_durable).map(|(p, _)| p.clone()).collect();
+        state.dirs.retain(|path, _| !lost.iter().any(|l| path.starts_with(l)));
         let mut live = BTreeSet::new();
         for dir in state.dirs.values_mut() {
             let kept = rng.as_mut().map_or(0, |r| r.below(dir.unsynced.len() as u64 + 1));
@@ -187,6 +211,7 @@ impl SimFs {
         state.power_off_at_call = None;
         state.enospc_at_write = None;
         state.eio_at_sync = None;
+        state.eio_at_dir_sync = None;
     }
 
     fn lock_dir<T>(
@@ -220,6 +245,7 @@ impl SimState {
             Call::Other => {}
             Call::Write => self.write_calls += 1,
             Call::Sync => self.sync_calls += 1,
+            Call::DirSync => self.dir_sync_calls += 1,
         }
         Ok(())
     }
@@ -401,19 +427,35 @@ impl Fs for SimFs {
         let mut state = self.state.lock();
         state.begin(Call::Other)?;
         for ancestor in dir.ancestors() {
-            if !ancestor.as_os_str().is_empty() {
-                state.dirs.entry(ancestor.to_path_buf()).or_default();
+            if ancestor.as_os_str().is_empty() || state.dirs.contains_key(ancestor) {
+                continue;
             }
+            // The root has no parent to sync: it is durable from the start.
+            let entry_durable = ancestor.parent().is_none();
+            state.dirs.insert(ancestor.to_path_buf(), Dir { entry_durable, ..Dir::default() });
         }
         Ok(())
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        let mut state = self.state.lock();
-        state.begin(Call::Other)?;
-        let entries = state.dir_mut(dir)?;
-        for change in std::mem::take(&mut entries.unsynced) {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        state.begin(Call::DirSync)?;
+        let failed = state.eio_at_dir_sync == Some(state.dir_sync_calls - 1);
+        let entries = state.dirs.get_mut(dir).ok_or_else(|| not_found(dir))?;
+        let count = entries.unsynced.len();
+        let persisted = if failed { state.rng.below(count as u64 + 1) } else { count as u64 };
+        let persisted = usize::try_from(persisted).unwrap_or(count).min(count);
+        for change in entries.unsynced.drain(..persisted) {
             change.apply(&mut entries.durable);
+        }
+        if failed {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        for (path, child) in state.dirs.iter_mut() {
+            if path.parent() == Some(dir) {
+                child.entry_durable = true;
+            }
         }
         Ok(())
     }
@@ -435,7 +477,7 @@ impl SimFile {
         let fault = match call {
             Call::Write => state.enospc_at_write == Some(state.write_calls - 1),
             Call::Sync => state.eio_at_sync == Some(state.sync_calls - 1),
-            Call::Other => false,
+            Call::Other | Call::DirSync => false,
         };
         let inode = state.inodes.get_mut(&self.inode).ok_or_else(|| io::Error::other("gone"))?;
         body(inode, &mut state.rng, fault)
@@ -554,6 +596,12 @@ fn eof() -> io::Error {
 struct SplitMix64(u64);
 
 impl SplitMix64 {
+    /// A stream for `seed`. The seed is mixed first: SplitMix64 seeded with `s` and with
+    /// `s + 0x9E37...` would otherwise yield the same stream shifted by one draw.
+    fn seeded(seed: u64) -> SplitMix64 {
+        SplitMix64(SplitMix64(seed ^ 0x5DEE_CE66_D1CE_4E5B).next())
+    }
+
     fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -589,7 +637,48 @@ mod tests {
     fn setup() -> SimFs {
         let fs = SimFs::new(7);
         fs.create_dir_all(Path::new("/d")).unwrap();
+        fs.sync_dir(Path::new("/")).unwrap();
         fs
+    }
+
+    #[test]
+    fn a_directory_whose_parent_was_never_synced_vanishes_with_its_files() {
+        let fs = SimFs::new(1);
+        fs.create_dir_all(Path::new("/d/e")).unwrap();
+        fs.sync_dir(Path::new("/")).unwrap();
+        let f = file(&fs, "/d/e/a");
+        f.sync_data().unwrap();
+        fs.sync_dir(Path::new("/d/e")).unwrap();
+        fs.crash(CrashMode::DropUnsynced);
+        assert!(fs.list(Path::new("/d")).is_ok(), "/d's entry was synced");
+        assert!(fs.list(Path::new("/d/e")).is_err(), "/d/e's entry never was");
+    }
+
+    #[test]
+    fn a_failed_directory_sync_leaves_the_rest_for_a_crash_to_drop_or_a_sync_to_keep() {
+        let mut lost = false;
+        for seed in 0..16 {
+            let fs = SimFs::new(seed);
+            fs.create_dir_all(Path::new("/d")).unwrap();
+            fs.sync_dir(Path::new("/")).unwrap();
+            for name in ["a", "b", "c", "d"] {
+                file(&fs, &format!("/d/{name}"));
+            }
+            fs.eio_at_dir_sync(fs.dir_sync_calls());
+            let err = fs.sync_dir(Path::new("/d")).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EIO));
+            assert_eq!(fs.list(Path::new("/d")).unwrap().len(), 4, "still visible");
+            fs.crash(CrashMode::DropUnsynced);
+            lost |= fs.list(Path::new("/d")).unwrap().len() < 4;
+        }
+        assert!(lost, "a failed sync persists only some of the changes");
+        let fs = setup();
+        file(&fs, "/d/a");
+        fs.eio_at_dir_sync(fs.dir_sync_calls());
+        assert!(fs.sync_dir(Path::new("/d")).is_err());
+        fs.sync_dir(Path::new("/d")).unwrap();
+        fs.crash(CrashMode::DropUnsynced);
+        assert_eq!(fs.list(Path::new("/d")).unwrap(), vec!["a".to_owned()], "the retry keeps it");
     }
 
     #[test]
@@ -671,6 +760,7 @@ mod tests {
         for seed in 0..32 {
             let fs = SimFs::new(seed);
             fs.create_dir_all(Path::new("/d")).unwrap();
+            fs.sync_dir(Path::new("/")).unwrap();
             let f = file(&fs, "/d/a");
             fs.sync_dir(Path::new("/d")).unwrap();
             f.write_all_at(&[5u8; 16 * SECTOR_BYTES as usize], 0).unwrap();

@@ -10,6 +10,10 @@ pub const FRAME_ALIGN_BYTES: usize = 8;
 /// its old or its new contents (the simulator's fault model, docs/design.md).
 pub const SECTOR_BYTES: u64 = 512;
 
+/// The largest LSN a log accepts, on disk or in a file name. Far beyond any real log (2^62
+/// records), it keeps `lsn + 1` and `lsn + batch records` from overflowing on crafted input.
+pub const LSN_MAX: u64 = 1 << 62;
+
 /// Default size of a log segment file.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
 /// Largest segment size a log accepts (segment offsets stay far from u64 and usize limits).

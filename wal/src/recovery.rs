@@ -88,6 +88,10 @@ pub(crate) fn recover(
     options: &WalOptions,
 ) -> Result<Recovered, WalError> {
     fs.create_dir_all(dir).map_err(|e| WalError::io(dir, "create_dir_all", e))?;
+    // The directory's own entry, in case this open created it (or an earlier one did and died).
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs.sync_dir(parent).map_err(|e| WalError::io(parent, "sync_dir", e))?;
+    }
     let listing = list(&**fs, dir)?;
     let mut report = OpenReport::default();
     for name in &listing.temps {
@@ -99,9 +103,9 @@ pub(crate) fn recover(
     for skip in &skipped {
         report.set_aside.push(set_aside(&**fs, dir, &skip.path)?);
     }
-    if !listing.temps.is_empty() || !skipped.is_empty() {
-        fs.sync_dir(dir).map_err(|e| WalError::io(dir, "sync_dir", e))?;
-    }
+    // Always: a process that died (or failed a directory sync) after a rename or a removal may
+    // have left entries that are visible but not durable; nothing may be built on them.
+    fs.sync_dir(dir).map_err(|e| WalError::io(dir, "sync_dir", e))?;
     report.skipped_checkpoints = skipped;
     let checkpoint_lsn = checkpoint.as_ref().map(|c| c.lsn);
     let catalog = Catalog {
@@ -188,33 +192,36 @@ fn read_headers(
     Ok(segments)
 }
 
-/// Finds where the last segment's records end, zeroes a torn tail, rewrites the last window of
-/// records and fdatasyncs the segment, so that every record replay returns is durable before
-/// anything is built on it.
+/// Finds where the last segment's records end, then rewrites its last batch and the
+/// `batch_bytes_max` bytes after it (zeros) and fdatasyncs the segment, so that what replay
+/// returns is durable, and nothing but zeros follows it on disk, before anything is appended.
 ///
-/// Why rewrite: after a failed fdatasync, Linux may mark the batch's pages clean without
-/// writing them. If the process restarts without a reboot, those records read back from the
-/// page cache and look recovered, yet a plain fdatasync would not write them (PostgreSQL's
-/// "fsyncgate"). Only the last batch can be in that state, and it lies within the last
-/// `batch_bytes_max` bytes before the end.
+/// Why rewrite what reads back fine: after a failed fdatasync, Linux may mark a batch's pages
+/// clean without writing them; a process that restarts without a reboot reads them from the
+/// page cache, and a plain fdatasync would not write them (PostgreSQL's "fsyncgate"). Only the
+/// last batch can be in that state (a failed batch poisons the log), and only the torn window
+/// after it can hold stale bytes on disk (a torn batch zeroed by an earlier open whose own
+/// fdatasync failed). The rewrite of the last batch's own bytes assumes a sector write leaves
+/// the old or the new bytes, as every overwrite does (docs/design.md, "Assumptions").
 fn settle_last_segment(
     fs: &dyn Fs,
     path: &Path,
     header: SegmentHeader,
 ) -> Result<(OpenSegment, Option<TornTail>), WalError> {
     let file = fs.open(path, OpenMode::ReadWrite).map_err(|e| WalError::io(path, "open", e))?;
-    let (end, window) = {
+    let (end, rewrite) = {
         let mapping = file.map().map_err(|e| WalError::io(path, "map", e))?;
         let bytes = (*mapping).as_ref();
         let end = find_end(bytes, &header, Position::Last)
             .map_err(|d| WalError::corrupt(path, d.offset_bytes, d.reason))?;
+        let start = usize::try_from(end.last_batch_offset).unwrap_or(usize::MAX);
         let end_offset = usize::try_from(end.end_offset).unwrap_or(usize::MAX);
-        let window_start =
-            end_offset.saturating_sub(header.batch_bytes_max as usize).max(SEGMENT_HEADER_BYTES);
-        let window = bytes.get(window_start..end_offset).unwrap_or(&[]).to_vec();
-        (end, (window_start as u64, window))
+        let zeros_end = end_offset.saturating_add(header.batch_bytes_max as usize).min(bytes.len());
+        let mut rewrite = bytes.get(start..end_offset).unwrap_or(&[]).to_vec();
+        rewrite.resize(rewrite.len() + zeros_end.saturating_sub(end_offset), 0);
+        (end, rewrite)
     };
-    let SegmentEnd { end_offset, last_lsn, torn } = end;
+    let SegmentEnd { end_offset, last_lsn, last_batch_offset, torn } = end;
     let torn = torn.map(|torn| TornTail {
         path: path.to_path_buf(),
         offset_bytes: end_offset,
@@ -227,11 +234,9 @@ fn settle_last_segment(
             path = %path.display(), offset_bytes = torn.offset_bytes, bytes = torn.bytes,
             damage = %torn.damage, "torn tail of the last segment zeroed (an unacknowledged write)"
         );
-        zero(&*file, path, torn.offset_bytes, torn.bytes)?;
     }
-    let (window_start, window_bytes) = window;
-    if !window_bytes.is_empty() {
-        file.write_all_at(&window_bytes, window_start)
+    if !rewrite.is_empty() {
+        file.write_all_at(&rewrite, last_batch_offset)
             .map_err(|e| WalError::io(path, "write", e))?;
     }
     file.sync_data().map_err(|e| WalError::io(path, "sync_data", e))?;
@@ -240,29 +245,10 @@ fn settle_last_segment(
         path: path.to_path_buf(),
         header,
         end_offset,
-        // Zeros may lie further on, but only the log's end is known for sure.
-        zeroed_end: end_offset,
+        zeroed_end: last_batch_offset + rewrite.len() as u64,
         lsn_next: last_lsn.next(),
     };
     Ok((segment, torn))
-}
-
-fn zero(
-    file: &dyn crate::io::FsFile,
-    path: &Path,
-    offset: u64,
-    bytes: u64,
-) -> Result<(), WalError> {
-    const CHUNK_BYTES: u64 = 1 << 20;
-    let zeros = vec![0u8; usize::try_from(bytes.min(CHUNK_BYTES)).unwrap_or(0)];
-    let mut done = 0;
-    while done < bytes {
-        let n = (bytes - done).min(CHUNK_BYTES);
-        let chunk = zeros.get(..usize::try_from(n).unwrap_or(0)).unwrap_or(&[]);
-        file.write_all_at(chunk, offset + done).map_err(|e| WalError::io(path, "write", e))?;
-        done += n;
-    }
-    Ok(())
 }
 
 fn missing_log(dir: &Path, checkpoint: Option<Lsn>, skipped: &[SkippedCheckpoint]) -> WalError {
@@ -270,6 +256,6 @@ fn missing_log(dir: &Path, checkpoint: Option<Lsn>, skipped: &[SkippedCheckpoint
         return WalError::corrupt(&skip.path, skip.offset_bytes, skip.reason.clone());
     }
     let checkpoint = checkpoint.unwrap_or(Lsn::ZERO);
-    let reason = Corruption::LogBehindCheckpoint { checkpoint, log_end: Lsn::ZERO };
+    let reason = Corruption::NoSegments { checkpoint };
     WalError::corrupt(dir, 0, reason)
 }

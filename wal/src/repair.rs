@@ -94,19 +94,18 @@ fn scan(
     let file = fs.open(path, OpenMode::Read).map_err(|e| WalError::io(path, "open", e))?;
     let mapping = file.map().map_err(|e| WalError::io(path, "map", e))?;
     let bytes = (*mapping).as_ref();
-    let whole = |offset_bytes, reason| Ok(Err(Damage { offset_bytes, lsn: first_lsn, reason }));
+    // Damage to the segment as a whole (its header, its place in the sequence) sets it aside
+    // whole: a cut inside the header would leave a file that open rejects.
+    let whole = |reason| Ok(Err(Damage { offset_bytes: 0, lsn: first_lsn, reason }));
     let header = match SegmentHeader::decode(bytes) {
         Ok(header) if header.first_lsn == first_lsn => header,
         Ok(header) => {
-            return whole(
-                16,
-                Corruption::NameMismatch { name: first_lsn, header: header.first_lsn },
-            );
+            return whole(Corruption::NameMismatch { name: first_lsn, header: header.first_lsn });
         }
-        Err(reason) => return whole(0, reason),
+        Err(reason) => return whole(reason),
     };
     if let Some(expected) = expected.filter(|&e| e != first_lsn) {
-        return whole(16, Corruption::SegmentGap { last: expected.prev(), next_first: first_lsn });
+        return whole(Corruption::SegmentGap { last: expected.prev(), next_first: first_lsn });
     }
     Ok(find_end(bytes, &header, position).map(|end| end.last_lsn))
 }

@@ -117,7 +117,7 @@ impl Replay {
         let Some(info) = self.segments.next() else {
             // The log ended before `until`: the durable records were there when replay began.
             let reason =
-                Corruption::SegmentGap { last: self.expected.prev(), next_first: Lsn::ZERO };
+                Corruption::LogEndsEarly { last: self.expected.prev(), expected_until: self.until };
             return Err(WalError::corrupt(&self.last_path, 0, reason));
         };
         let path = info.path;

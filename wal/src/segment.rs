@@ -18,7 +18,7 @@
 use crate::Lsn;
 use crate::error::Corruption;
 use crate::frame::{FRAME_HEADER_BYTES_U32, FrameRules, read_u32, read_u64};
-use crate::limits::{BATCH_BYTES_LIMIT, BATCH_BYTES_MIN, FRAME_ALIGN_BYTES};
+use crate::limits::{BATCH_BYTES_LIMIT, BATCH_BYTES_MIN, FRAME_ALIGN_BYTES, LSN_MAX};
 
 /// docs/format.md §2: the magic number of a segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"tssr.wal";
@@ -104,8 +104,8 @@ impl SegmentHeader {
             });
         }
         let first_lsn = read_u64(header, 16);
-        if first_lsn == 0 {
-            return Err(Corruption::HeaderField { field: "first_lsn", found: 0 });
+        if first_lsn == 0 || first_lsn > LSN_MAX {
+            return Err(Corruption::HeaderField { field: "first_lsn", found: first_lsn });
         }
         let salt = read_u32(header, 24);
         Ok(SegmentHeader { first_lsn: Lsn(first_lsn), batch_bytes_max, salt })
@@ -134,7 +134,7 @@ pub fn parse_numbered_name(name: &str, suffix: &str) -> Option<Lsn> {
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok().map(Lsn)
+    digits.parse().ok().filter(|&n| n <= LSN_MAX).map(Lsn)
 }
 
 #[cfg(test)]

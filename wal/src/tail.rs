@@ -36,6 +36,8 @@ pub(crate) struct SegmentEnd {
     pub end_offset: u64,
     /// LSN of the last valid frame (`first_lsn - 1` if there is none).
     pub last_lsn: Lsn,
+    /// Offset of the first frame of the last batch (the header's end if there is no frame).
+    pub last_batch_offset: u64,
     /// The torn write after `end_offset`, if any.
     pub torn: Option<TornBytes>,
 }
@@ -74,9 +76,14 @@ pub(crate) fn find_end(
     let rules = header.frame_rules();
     let mut offset = SEGMENT_HEADER_BYTES;
     let mut expected = header.first_lsn;
+    let mut last_batch = offset;
     loop {
+        // `None`: the segment ends here cleanly.
         let damage = match frame::parse(bytes, offset, rules) {
             Parsed::Frame(f) if f.lsn == expected => {
+                if f.batch_index == 0 {
+                    last_batch = offset;
+                }
                 offset = f.end_offset;
                 expected = expected.next();
                 continue;
@@ -85,24 +92,23 @@ pub(crate) fn find_end(
                 let reason = Corruption::LsnOutOfOrder { expected, found: f.lsn };
                 return Err(Damage { offset_bytes: offset as u64, lsn: expected, reason });
             }
-            Parsed::Unwritten => match first_nonzero(bytes, offset) {
-                None => {
-                    let end_offset = offset as u64;
-                    return Ok(SegmentEnd { end_offset, last_lsn: expected.prev(), torn: None });
-                }
-                Some(data) => Corruption::DataAfterEnd { data_offset_bytes: data as u64 },
-            },
-            Parsed::Invalid(damage) => damage,
+            Parsed::Unwritten => first_nonzero(bytes, offset)
+                .map(|data| Corruption::DataAfterEnd { data_offset_bytes: data as u64 }),
+            Parsed::Invalid(damage) => Some(damage),
         };
-        if position == Position::Sealed {
-            return Err(Damage { offset_bytes: offset as u64, lsn: expected, reason: damage });
-        }
-        let torn = classify_tail(bytes, header, offset, expected, damage)
-            .map_err(|reason| Damage { offset_bytes: offset as u64, lsn: expected, reason })?;
+        let at = |reason| Damage { offset_bytes: offset as u64, lsn: expected, reason };
+        let torn = match (damage, position) {
+            (None, _) => None,
+            (Some(reason), Position::Sealed) => return Err(at(reason)),
+            (Some(damage), Position::Last) => {
+                Some(classify_tail(bytes, header, offset, expected, damage).map_err(at)?)
+            }
+        };
         return Ok(SegmentEnd {
             end_offset: offset as u64,
             last_lsn: expected.prev(),
-            torn: Some(torn),
+            last_batch_offset: last_batch as u64,
+            torn,
         });
     }
 }
@@ -128,9 +134,18 @@ fn classify_tail(
     // A frame of a later batch was written only after `expected`'s batch was synced: then the
     // invalid bytes were once valid and acknowledged. The salt keeps record payloads (which may
     // hold frame-shaped bytes) and stale bytes from passing as such a frame.
+    // Only a frame of a later batch within the window matters, and its LSN can be at most
+    // one per smallest frame past `expected`: check that before the CRC, so that frame-shaped
+    // bytes (say, in a client's data) cannot make this search cost a CRC per offset.
     let rules = header.frame_rules();
     let align = FRAME_ALIGN_BYTES;
+    let lsn_bound = expected.0 + (window_bytes / frame::FRAME_BYTES_MIN) as u64;
     for candidate in (offset + align..window_end.min(bytes.len())).step_by(align) {
+        let Some((lsn, batch_index)) = frame::peek(bytes, candidate, rules) else { continue };
+        let batch_first = lsn.0.saturating_sub(u64::from(batch_index));
+        if lsn.0 > lsn_bound || batch_first <= expected.0 {
+            continue;
+        }
         if let Parsed::Frame(f) = frame::parse(bytes, candidate, rules)
             && f.batch_first_lsn() > expected
         {

@@ -54,7 +54,7 @@ fn crash_and_check(call: u64, mode: CrashMode) {
     // The recovered log accepts new work, and that work survives the next crash too.
     append_acked(&opened.wal, &mut model, 100, 3).unwrap_or_else(|e| panic!("{context}: {e}"));
     drop(opened);
-    fs.crash(CrashMode::KeepRandom { seed: call });
+    fs.crash(CrashMode::KeepRandom { seed: !call });
     let opened = open(&fs, &small_options()).unwrap_or_else(|e| panic!("{context}: reopen: {e}"));
     model.check_recovered(&opened).unwrap_or_else(|e| panic!("{context}: after new work: {e}"));
 }

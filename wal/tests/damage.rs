@@ -325,3 +325,83 @@ fn read(fs: &SimFs, path: &Path) -> Vec<u8> {
     let file = tessera_wal::Fs::open(fs, path, OpenMode::Read).unwrap();
     (*file.map().unwrap()).as_ref().to_vec()
 }
+
+#[test]
+fn lsns_at_the_edge_of_u64_in_names_and_headers_are_refused_without_a_panic() {
+    // A checkpoint whose name and header claim a huge LSN, with valid CRCs (docs/format.md §4).
+    for lsn in [tessera_wal::LSN_MAX, tessera_wal::LSN_MAX + 1, u64::MAX - 1, u64::MAX] {
+        let fs = SimFs::new(0);
+        let opened = open(&fs, &small_options()).unwrap();
+        append_acked(&opened.wal, &mut Model::default(), 0, 3).unwrap();
+        drop(opened);
+        let blob = b"forged";
+        let mut header = [0u8; 40];
+        header[0..8].copy_from_slice(b"tssr.ckp");
+        header[8..12].copy_from_slice(&1u32.to_le_bytes());
+        header[16..24].copy_from_slice(&lsn.to_le_bytes());
+        header[24..32].copy_from_slice(&(blob.len() as u64).to_le_bytes());
+        header[32..36].copy_from_slice(&crc32(blob).to_le_bytes());
+        let crc = crc32(&header[..36]);
+        header[36..40].copy_from_slice(&crc.to_le_bytes());
+        let path = Path::new(DIR).join(format!("{lsn:020}.ckpt"));
+        let file = tessera_wal::Fs::open(&fs, &path, OpenMode::CreateNew).unwrap();
+        file.write_all_at(&header, 0).unwrap();
+        file.write_all_at(blob, 40).unwrap();
+        file.sync_data().unwrap();
+        tessera_wal::Fs::sync_dir(&fs, Path::new(DIR)).unwrap();
+        match open(&fs, &small_options()) {
+            // Beyond LSN_MAX the name is not a checkpoint's: ignored, the log opens as it was.
+            Ok(opened) => {
+                assert!(lsn > tessera_wal::LSN_MAX, "lsn {lsn}");
+                assert!(opened.checkpoint.is_none());
+                assert_eq!(opened.wal.lsn_durable(), Lsn(3));
+            }
+            // At LSN_MAX it is one, and the log is far behind it: a clear error.
+            Err(e) => {
+                assert_eq!(lsn, tessera_wal::LSN_MAX, "{e}");
+                assert!(
+                    matches!(e.corruption(), Some((_, _, Corruption::LogBehindCheckpoint { .. }))),
+                    "{e}"
+                );
+            }
+        }
+    }
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    // CRC-32 (IEEE), bit by bit: an independent check of what docs/format.md specifies.
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn a_missing_middle_segment_fails_replay_and_repair_sets_the_rest_aside() {
+    let fs = SimFs::new(0);
+    let mut model = Model::default();
+    let opened = open(&fs, &small_options()).unwrap();
+    append_acked(&opened.wal, &mut model, 0, 80).unwrap();
+    let segments = opened.wal.segments();
+    drop(opened);
+    assert!(segments.len() > 4);
+    tessera_wal::Fs::remove(&fs, &segments[2].path).unwrap();
+    tessera_wal::Fs::sync_dir(&fs, Path::new(DIR)).unwrap();
+    let opened = open(&fs, &small_options()).unwrap();
+    let error = replay_from(&opened.wal, Lsn::FIRST).unwrap_err();
+    let (path, _, reason) = error.corruption().unwrap();
+    assert_eq!(path, segments[3].path);
+    assert!(matches!(reason, Corruption::SegmentGap { .. }), "{reason}");
+    drop(opened);
+
+    let report = tessera_wal::repair(&fs.shared(), Path::new(DIR)).unwrap();
+    assert_eq!(report.cuts[0].path, segments[3].path);
+    assert_eq!(report.cuts[0].offset_bytes, 0, "a segment past a gap is set aside whole");
+    let opened = open(&fs, &small_options()).unwrap();
+    model.acked = segments[2].first_lsn.prev();
+    assert_eq!(model.check_recovered(&opened), Ok(segments[2].first_lsn.prev()));
+}
