@@ -23,8 +23,9 @@ pub const SEGMENT_BYTES_MAX: u64 = 1 << 32;
 /// `fallocate` leaves unwritten extents, and the first write to each of their blocks costs a
 /// metadata journal commit at the next fdatasync (measured here: ~140 us instead of ~90 us for
 /// a 4 KiB batch). Blocks written with zeros before a batch lands on them avoid that; the zeros
-/// reach the disk with earlier batches' fdatasyncs.
-pub const ZERO_AHEAD_BYTES: u64 = 1 << 20;
+/// reach the disk with earlier batches' fdatasyncs. Small chunks keep the fdatasync that
+/// carries a chunk short: with 1 MiB, p99 at 64 writers was ~1.9 ms; with 256 KiB, ~1.2 ms.
+pub const ZERO_AHEAD_BYTES: u64 = 256 << 10;
 
 /// Default upper bound on one batch (one write and one fdatasync). It is also the torn window:
 /// only one batch is ever unsynced, so after a crash at most this many bytes at the end of the

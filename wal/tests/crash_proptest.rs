@@ -36,7 +36,8 @@ fn thread_record(sizes: u64, t: u64, i: u64) -> Vec<u8> {
 }
 
 fn run(threads: u64, per_thread: u64, sizes: u64, wait_every: u64, call: u64, crash_seed: u64) {
-    let fs = SimFs::new(crash_seed);
+    // The simulator's own draws (EIO, ENOSPC) stay apart from the crash's.
+    let fs = SimFs::new(crash_seed.rotate_left(17));
     fs.power_off_at_call(call);
     let model = Arc::new(Mutex::new(Model::default()));
     if let Ok(opened) = open(&fs, &options()) {

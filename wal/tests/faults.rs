@@ -66,72 +66,51 @@ fn check_after_fault(fs: &SimFs, mut model: Model, crash: Option<CrashMode>, con
     model.check_recovered(&opened).unwrap_or_else(|e| panic!("{context}: after crash: {e}"));
 }
 
-#[test]
-fn enospc_at_any_write_poisons_the_log_and_loses_nothing_acknowledged() {
+/// Injects a fault at call number `n` (of the kind `calls` counts) for every `n` the workload
+/// reaches, then checks the reopened log three ways: no crash, a crash dropping unsynced state,
+/// a crash keeping random sectors (seeded apart from the simulator's own draws).
+fn fault_at_every_call(
+    name: &str,
+    calls: impl Fn(&SimFs) -> u64,
+    inject: impl Fn(&SimFs, u64),
+    expected: &str,
+) {
     let dry = SimFs::new(0);
     assert!(workload(&dry, &mut Model::default()).is_none());
-    for write in 0..dry.write_calls() {
-        for crash in
-            [None, Some(CrashMode::DropUnsynced), Some(CrashMode::KeepRandom { seed: write })]
-        {
-            let fs = SimFs::new(write);
-            fs.enospc_at_write(write);
+    assert!(calls(&dry) > 0, "the workload makes {name} calls");
+    for n in 0..calls(&dry) {
+        let keep_random = CrashMode::KeepRandom { seed: !n };
+        for crash in [None, Some(CrashMode::DropUnsynced), Some(keep_random)] {
+            let fs = SimFs::new(n);
+            inject(&fs, n);
             let mut model = Model::default();
-            let error = workload(&fs, &mut model).unwrap_or_else(|| panic!("write {write} failed"));
+            let context = format!("{name} at call {n}, {crash:?}");
+            let error =
+                workload(&fs, &mut model).unwrap_or_else(|| panic!("{context}: nothing failed"));
             let text = error.to_string();
-            assert!(text.contains("No space left") || text.contains("poisoned"), "{text}");
-            check_after_fault(&fs, model, crash, &format!("ENOSPC at write {write}, {crash:?}"));
+            assert!(text.contains(expected) || text.contains("poisoned"), "{context}: {text}");
+            check_after_fault(&fs, model, crash, &context);
         }
     }
 }
 
 #[test]
+fn enospc_at_any_write_poisons_the_log_and_loses_nothing_acknowledged() {
+    fault_at_every_call("ENOSPC", SimFs::write_calls, SimFs::enospc_at_write, "No space left");
+}
+
+#[test]
 fn eio_at_any_fsync_poisons_the_log_and_loses_nothing_acknowledged() {
-    let dry = SimFs::new(0);
-    assert!(workload(&dry, &mut Model::default()).is_none());
-    for sync in 0..dry.sync_calls() {
-        for crash in
-            [None, Some(CrashMode::DropUnsynced), Some(CrashMode::KeepRandom { seed: sync })]
-        {
-            let fs = SimFs::new(sync);
-            fs.eio_at_sync(sync);
-            let mut model = Model::default();
-            let error = workload(&fs, &mut model).unwrap_or_else(|| panic!("sync {sync} failed"));
-            let text = error.to_string();
-            assert!(text.contains("Input/output error") || text.contains("poisoned"), "{text}");
-            check_after_fault(&fs, model, crash, &format!("EIO at sync {sync}, {crash:?}"));
-        }
-    }
+    fault_at_every_call("EIO", SimFs::sync_calls, SimFs::eio_at_sync, "Input/output error");
 }
 
 #[test]
 fn eio_at_any_directory_sync_then_a_reopen_without_reboot_loses_nothing_acknowledged() {
     // A rotation renames its segment into place, then its directory sync fails: the segment is
-    // visible but its entry may never reach the disk. A reopen in the same boot must make it
-    // durable before anything is built on it (the review's F1).
-    let dry = SimFs::new(0);
-    assert!(workload(&dry, &mut Model::default()).is_none());
-    for sync in 0..dry.dir_sync_calls() {
-        for crash in
-            [None, Some(CrashMode::DropUnsynced), Some(CrashMode::KeepRandom { seed: !sync })]
-        {
-            let fs = SimFs::new(sync);
-            fs.eio_at_dir_sync(sync);
-            let mut model = Model::default();
-            let error =
-                workload(&fs, &mut model).unwrap_or_else(|| panic!("dir sync {sync} failed"));
-            assert!(
-                error.to_string().contains("Input/output error")
-                    || error.to_string().contains("poisoned")
-            );
-            check_after_fault(
-                &fs,
-                model,
-                crash,
-                &format!("EIO at directory sync {sync}, {crash:?}"),
-            );
-        }
-    }
+    // visible but its entry may not be durable. A reopen in the same boot must make it durable
+    // before anything is built on it.
+    let (calls, inject) = (SimFs::dir_sync_calls, SimFs::eio_at_dir_sync);
+    fault_at_every_call("directory EIO", calls, inject, "Input/output error");
 }
 
 #[test]
