@@ -4,11 +4,11 @@
 //! CRC), plus checkpoint files holding a caller's snapshot at an LSN. Appends from many threads
 //! share one write and one fdatasync per batch (group commit); a caller gets `Ok` from
 //! [`Wal::append_durable`] (or [`Wal::wait_durable`]) only once its record is synced. Opening a
-//! log loads the newest valid checkpoint, checks every segment header and settles the end of
-//! the last segment: a torn, unacknowledged write there is zeroed, while damage that cannot be
-//! one fails `open` with the file, the offset and the reason. Sealed segments are checked frame
-//! by frame as [`Wal::replay`] reads them, and damage there (or a missing segment) is an error
-//! of the replay. [`repair`] is the explicit way past such damage.
+//! log loads the newest valid checkpoint, checks every frame of every segment and settles the
+//! end of the last one: a torn, unacknowledged write there is zeroed, while damage that cannot
+//! be one (or a missing segment) fails `open` with the file, the offset and the reason.
+//! [`Wal::replay`] checks every frame again as it reads it. [`repair`] is the explicit way past
+//! such damage.
 //!
 //! All file I/O goes through the [`Fs`] seam: [`StdFs`] for the real file system, [`SimFs`] to
 //! simulate power loss, ENOSPC and EIO at any call.

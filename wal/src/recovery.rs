@@ -145,6 +145,7 @@ pub(crate) fn recover(
         let reason = Corruption::MissingSegments { needed, oldest: oldest.0.first_lsn };
         return Err(WalError::corrupt(&oldest.0.path, 16, reason));
     }
+    check_sealed_segments(&**fs, &segments)?;
     let path = dir.join(crate::segment::segment_name(last_first_lsn));
     let header = segments.last().map(|s| s.1).ok_or_else(|| {
         WalError::corrupt(&path, 0, Corruption::ShortHeader { file_bytes: 0, header_bytes: 0 })
@@ -190,6 +191,28 @@ fn read_headers(
         segments.push((SegmentInfo { first_lsn, path }, header));
     }
     Ok(segments)
+}
+
+/// Checks every frame of every segment but the last, and that each segment continues the one
+/// before it: damage there can never be a torn write, so `open` fails with its file, offset
+/// and reason rather than leave it for a replay to meet.
+fn check_sealed_segments(
+    fs: &dyn Fs,
+    segments: &[(SegmentInfo, SegmentHeader)],
+) -> Result<(), WalError> {
+    for pair in segments.windows(2) {
+        let [(info, header), (next, _)] = pair else { continue };
+        let file =
+            fs.open(&info.path, OpenMode::Read).map_err(|e| WalError::io(&info.path, "open", e))?;
+        let mapping = file.map().map_err(|e| WalError::io(&info.path, "map", e))?;
+        let end = find_end((*mapping).as_ref(), header, Position::Sealed)
+            .map_err(|d| WalError::corrupt(&info.path, d.offset_bytes, d.reason))?;
+        if end.last_lsn.next() != next.first_lsn {
+            let reason = Corruption::SegmentGap { last: end.last_lsn, next_first: next.first_lsn };
+            return Err(WalError::corrupt(&next.path, 16, reason));
+        }
+    }
+    Ok(())
 }
 
 /// Finds where the last segment's records end, then rewrites its last batch and the

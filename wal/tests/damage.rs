@@ -166,7 +166,7 @@ fn flipping_any_bit_before_the_torn_window_is_corruption_at_its_offset() {
 }
 
 #[test]
-fn flipping_any_bit_of_a_sealed_segment_fails_replay_at_its_offset() {
+fn flipping_any_bit_of_a_sealed_segment_fails_open_at_its_offset() {
     let fs = SimFs::new(0);
     let opened = open(&fs, &small_options()).unwrap();
     append_acked(&opened.wal, &mut Model::default(), 0, 60).unwrap();
@@ -185,14 +185,8 @@ fn flipping_any_bit_of_a_sealed_segment_fails_replay_at_its_offset() {
         drop(opened);
         flip(&fs, sealed, bit);
         let context = format!("bit {bit}");
-        let opened = open(&fs, &small_options());
-        if bit < SEGMENT_HEADER_BYTES as u64 * 8 {
-            expect_corrupt_at(opened.map(drop), sealed, 0, &context);
-            continue;
-        }
-        let opened = opened.unwrap_or_else(|e| panic!("{context}: {e}"));
-        let result = replay_from(&opened.wal, Lsn::FIRST).map(drop);
-        expect_corrupt_at(result, sealed, first_frame.0, &context);
+        let offset = if bit < SEGMENT_HEADER_BYTES as u64 * 8 { 0 } else { first_frame.0 };
+        expect_corrupt_at(open(&fs, &small_options()).map(drop), sealed, offset, &context);
     }
 }
 
@@ -281,8 +275,7 @@ fn repair_cuts_at_the_corruption_keeps_a_copy_and_says_what_it_removed() {
         SEGMENT_HEADER_BYTES as u64 + frame_bytes(record(damaged.first_lsn.0 - 1).len());
     flip(&fs, &damaged.path, (frame_start + 30) * 8);
     let before = read(&fs, &damaged.path);
-    let error = replay_from(&open(&fs, &small_options()).unwrap().wal, Lsn::FIRST).unwrap_err();
-    assert_eq!(error.corruption().map(|c| c.1), Some(frame_start), "{error}");
+    expect_corrupt_at(open(&fs, &small_options()).map(drop), &damaged.path, frame_start, "open");
 
     let report = tessera_wal::repair(&fs.shared(), Path::new(DIR)).unwrap();
     let cut = &report.cuts[0];
@@ -381,7 +374,7 @@ fn crc32(bytes: &[u8]) -> u32 {
 }
 
 #[test]
-fn a_missing_middle_segment_fails_replay_and_repair_sets_the_rest_aside() {
+fn a_missing_middle_segment_fails_open_and_repair_sets_the_rest_aside() {
     let fs = SimFs::new(0);
     let mut model = Model::default();
     let opened = open(&fs, &small_options()).unwrap();
@@ -391,12 +384,10 @@ fn a_missing_middle_segment_fails_replay_and_repair_sets_the_rest_aside() {
     assert!(segments.len() > 4);
     tessera_wal::Fs::remove(&fs, &segments[2].path).unwrap();
     tessera_wal::Fs::sync_dir(&fs, Path::new(DIR)).unwrap();
-    let opened = open(&fs, &small_options()).unwrap();
-    let error = replay_from(&opened.wal, Lsn::FIRST).unwrap_err();
+    let error = open(&fs, &small_options()).unwrap_err();
     let (path, _, reason) = error.corruption().unwrap();
     assert_eq!(path, segments[3].path);
     assert!(matches!(reason, Corruption::SegmentGap { .. }), "{reason}");
-    drop(opened);
 
     let report = tessera_wal::repair(&fs.shared(), Path::new(DIR)).unwrap();
     assert_eq!(report.cuts[0].path, segments[3].path);

@@ -130,10 +130,9 @@ fn a_version_1_torn_tail_is_cut_and_reported() {
 #[test]
 fn a_version_1_flipped_bit_in_a_sealed_segment_is_reported_with_its_offset() {
     let (_dir, opened) = open_copy("v1-corrupt-sealed");
-    let opened = opened.unwrap();
-    let sealed = opened.wal.segments()[0].clone();
-    let error = opened.wal.replay(sealed.first_lsn).unwrap().find_map(Result::err).unwrap();
+    let error = opened.unwrap_err();
+    let sealed = segments(&fixture("v1-corrupt-sealed")).remove(0);
     let (path, offset, reason) = error.corruption().unwrap();
-    assert_eq!((path.file_name(), offset), (sealed.path.file_name(), 32));
+    assert_eq!((path.file_name(), offset), (sealed.file_name(), 32));
     assert!(matches!(reason, Corruption::FrameCrc { .. }), "{reason}");
 }
