@@ -67,3 +67,17 @@ pub trait FsFile: Send + Sync + Debug {
     /// A read-only view of the file's current bytes.
     fn map(&self) -> io::Result<Mapping>;
 }
+
+/// Creates `dir` (and its missing parents) durably: after it returns, a power loss keeps the
+/// directory. Each ancestor is fsynced (its entries include the next level down), because
+/// `create_dir_all` may have created several levels and a directory entry is durable only once
+/// its parent is synced. Cheap when nothing is new: an fsync of a clean directory costs little.
+pub fn create_dir_all_durable(fs: &dyn Fs, dir: &Path) -> io::Result<()> {
+    fs.create_dir_all(dir)?;
+    for ancestor in dir.ancestors().skip(1) {
+        if !ancestor.as_os_str().is_empty() {
+            fs.sync_dir(ancestor)?;
+        }
+    }
+    Ok(())
+}

@@ -42,7 +42,7 @@ pub use crate::catalog::SegmentInfo;
 pub use crate::checkpoint::{CHECKPOINT_HEADER_BYTES, Checkpoint, SkippedCheckpoint};
 pub use crate::error::{Corruption, PoisonCause, WalError};
 pub use crate::frame::FRAME_HEADER_BYTES;
-pub use crate::io::{Fs, FsFile, Mapping, OpenMode};
+pub use crate::io::{Fs, FsFile, Mapping, OpenMode, create_dir_all_durable};
 pub use crate::io_sim::{CrashMode, SimFs};
 pub use crate::io_std::StdFs;
 pub use crate::limits::*;

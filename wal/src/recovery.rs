@@ -87,11 +87,10 @@ pub(crate) fn recover(
     dir: &Path,
     options: &WalOptions,
 ) -> Result<Recovered, WalError> {
-    fs.create_dir_all(dir).map_err(|e| WalError::io(dir, "create_dir_all", e))?;
-    // The directory's own entry, in case this open created it (or an earlier one did and died).
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs.sync_dir(parent).map_err(|e| WalError::io(parent, "sync_dir", e))?;
-    }
+    // The directory's own entry (and its parents'), in case this open created them (or an
+    // earlier one did and died).
+    crate::io::create_dir_all_durable(&**fs, dir)
+        .map_err(|e| WalError::io(dir, "create_dir_all", e))?;
     let listing = list(&**fs, dir)?;
     let mut report = OpenReport::default();
     for name in &listing.temps {

@@ -195,3 +195,16 @@ fn unpreallocated_segments_work_the_same() {
     fs.crash(tessera_wal::CrashMode::KeepRandom { seed: 3 });
     model.check_recovered(&open(&fs, &options).unwrap()).unwrap();
 }
+
+#[test]
+fn a_log_in_new_nested_directories_survives_a_power_loss() {
+    // `create_dir_all` may create several levels; each level's entry must reach the disk.
+    let fs = SimFs::new(10);
+    let mut model = Model::default();
+    let opened = Wal::open(fs.shared(), "/srv/tessera/wal", small_options()).unwrap();
+    append_acked(&opened.wal, &mut model, 0, 5).unwrap();
+    drop(opened);
+    fs.crash(tessera_wal::CrashMode::DropUnsynced);
+    let opened = Wal::open(fs.shared(), "/srv/tessera/wal", small_options()).unwrap();
+    assert_eq!(model.check_recovered(&opened), Ok(Lsn(5)));
+}

@@ -1,0 +1,259 @@
+//! The payload store: part bytes in content-addressed, append-only segment files.
+//!
+//! A payload is ingested from a stream into an *active* segment that the ingest holds alone
+//! (so entries never interleave and a crash can tear only one segment's tail), hashed on the
+//! way (SHA-256: its address; MD5: its ETag; the S3 checksums asked for), fdatasynced, and
+//! handed back as a [`Pending`] holding one reference. The engine commits that reference with a
+//! WAL record ([`Pending::commit`]) or drops it. Identical bytes are stored once: an ingest
+//! whose address is already live takes a reference to the existing entry and gives its own
+//! space back at once.
+//!
+//! References are counted per address and driven by the engine's committed transitions
+//! ([`PayloadStore::add_ref`], [`PayloadStore::release`]). An entry nobody references is dead
+//! space; compaction ([`PayloadStore::compact`]) copies the live entries of mostly-dead
+//! segments elsewhere and removes the old files, so the space returns to the file system.
+//!
+//! Recovery: [`PayloadStore::open`] checks the segment headers; the engine then replays its
+//! checkpoint and WAL into the store ([`PayloadStore::recover_ref`] and friends), and
+//! [`PayloadStore::finish_recovery`] cuts every segment after its last referenced entry (bytes
+//! no committed record points to: torn or unacknowledged ingests) and removes segments with
+//! nothing live. Segments open at a crash are never appended to again.
+//!
+//! Every payload is checked against its SHA-256 the first time it is read after open, and by
+//! [`PayloadStore::verify`]; a mismatch is an error naming the segment and offset, never data.
+
+mod address;
+mod compact;
+mod digest;
+mod error;
+mod format;
+mod ingest;
+mod read;
+mod recovery;
+mod segments;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tessera_wal::{Fs, FsFile};
+
+pub use self::address::{ContentAddress, Location, SegmentId};
+pub use self::compact::{CompactReport, HookError, Move};
+pub use self::digest::{Checksum, ChecksumAlgorithm, Digests, Expected};
+pub use self::error::{PayloadCorruption, PayloadError};
+pub use self::format::{ENTRY_HEADER_BYTES, PAYLOAD_SEGMENT_HEADER_BYTES};
+pub use self::ingest::{IngestWriter, Pending, Receipt};
+pub use self::read::{PayloadReader, VerifyReport};
+pub use self::recovery::RecoveryReport;
+
+/// Default size at which a payload segment stops taking new entries.
+pub const PAYLOAD_SEGMENT_BYTES_DEFAULT: u64 = 256 << 20;
+/// Default largest payload (S3's largest part: 5 GiB).
+pub const PAYLOAD_BYTES_MAX_DEFAULT: u64 = 5 << 30;
+/// Default live fraction under which a segment is compacted.
+pub const COMPACT_LIVE_FRACTION_DEFAULT: f64 = 0.5;
+/// Bytes read from a stream (and written) at a time.
+pub const INGEST_CHUNK_BYTES: usize = 1 << 20;
+
+/// Options of [`PayloadStore::open`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct PayloadOptions {
+    /// An active segment stops taking entries once it is this long (an entry is never split,
+    /// so a segment holding one large payload may be longer).
+    pub segment_bytes: u64,
+    /// The largest payload an ingest accepts.
+    pub payload_bytes_max: u64,
+    /// Segments whose live bytes are below this fraction of their size are compacted.
+    pub compact_live_fraction: f64,
+}
+
+impl Default for PayloadOptions {
+    fn default() -> Self {
+        PayloadOptions {
+            segment_bytes: PAYLOAD_SEGMENT_BYTES_DEFAULT,
+            payload_bytes_max: PAYLOAD_BYTES_MAX_DEFAULT,
+            compact_live_fraction: COMPACT_LIVE_FRACTION_DEFAULT,
+        }
+    }
+}
+
+impl PayloadOptions {
+    fn validate(&self) -> Result<(), PayloadError> {
+        let reason = if self.segment_bytes < PAYLOAD_SEGMENT_HEADER_BYTES + ENTRY_HEADER_BYTES {
+            "segment_bytes must hold a segment header and an entry header"
+        } else if self.payload_bytes_max > format::PAYLOAD_BYTES_LIMIT {
+            "payload_bytes_max must not exceed the format's limit (1 TiB)"
+        } else if !(0.0..=1.0).contains(&self.compact_live_fraction) {
+            "compact_live_fraction must lie within 0..=1"
+        } else {
+            return Ok(());
+        };
+        Err(PayloadError::InvalidOptions { reason })
+    }
+}
+
+/// The payload store. Cheap to clone; share it between threads.
+#[derive(Clone, Debug)]
+pub struct PayloadStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    fs: Arc<dyn Fs>,
+    dir: PathBuf,
+    options: PayloadOptions,
+    state: Mutex<State>,
+    /// One compaction at a time.
+    compacting: Mutex<()>,
+}
+
+/// The index and the segments, behind one mutex (held briefly; never across I/O).
+#[derive(Debug, Default)]
+struct State {
+    entries: HashMap<ContentAddress, Entry>,
+    segments: BTreeMap<SegmentId, Segment>,
+    /// Active segments no ingest holds now.
+    idle: Vec<SegmentId>,
+    next_id: u64,
+    /// Between `open` and `finish_recovery`: references come from replay.
+    recovering: bool,
+}
+
+/// A live (referenced) payload.
+#[derive(Debug)]
+struct Entry {
+    segment: SegmentId,
+    offset: u64,
+    len: u64,
+    /// Committed references plus the ingests' pending ones.
+    refs: u64,
+    /// Checked against its SHA-256 since open (or written by this process).
+    verified: bool,
+}
+
+impl Entry {
+    fn location(&self) -> Location {
+        Location::Segment { segment: self.segment, offset: self.offset, len: self.len }
+    }
+
+    fn span(&self) -> u64 {
+        format::entry_bytes(self.len)
+    }
+}
+
+#[derive(Debug)]
+struct Segment {
+    file: Arc<dyn FsFile>,
+    path: PathBuf,
+    /// Where the next entry goes (active segments); the end of the file's contents otherwise.
+    end_bytes: u64,
+    /// Bytes of the entries referenced in it.
+    live_bytes: u64,
+    /// No more entries go into it.
+    sealed: bool,
+}
+
+/// How much space the store takes and how much of it is live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpaceStats {
+    /// Segment files.
+    pub segments: u64,
+    /// Bytes of segment files up to their contents' end.
+    pub file_bytes: u64,
+    /// Bytes of live entries (headers and padding included).
+    pub live_bytes: u64,
+    /// Live payloads.
+    pub payloads: u64,
+}
+
+impl PayloadStore {
+    /// The directory of the segment files.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.inner.dir
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &PayloadOptions {
+        &self.inner.options
+    }
+
+    /// Takes one more reference to a live payload (say, a completed object referencing a part's
+    /// bytes). The empty payload needs none.
+    pub fn add_ref(&self, address: &ContentAddress) -> Result<(), PayloadError> {
+        if *address == ContentAddress::of_empty() {
+            return Ok(());
+        }
+        let mut state = self.inner.state.lock();
+        let entry = state
+            .entries
+            .get_mut(address)
+            .ok_or(PayloadError::UnknownAddress { address: *address })?;
+        entry.refs += 1;
+        Ok(())
+    }
+
+    /// Gives one reference back; the payload is dead once none is left.
+    pub fn release(&self, address: &ContentAddress) -> Result<(), PayloadError> {
+        if *address == ContentAddress::of_empty() {
+            return Ok(());
+        }
+        let mut state = self.inner.state.lock();
+        state
+            .release(address)
+            .then_some(())
+            .ok_or(PayloadError::UnknownAddress { address: *address })
+    }
+
+    /// Where a live payload is, and how many references it has.
+    pub fn lookup(&self, address: &ContentAddress) -> Option<(Location, u64)> {
+        if *address == ContentAddress::of_empty() {
+            return Some((Location::Empty, 1));
+        }
+        let state = self.inner.state.lock();
+        state.entries.get(address).map(|e| (e.location(), e.refs))
+    }
+
+    /// Every live payload with its location and references, for the engine's checkpoint.
+    pub fn snapshot(&self) -> Vec<(ContentAddress, Location, u64)> {
+        let state = self.inner.state.lock();
+        let mut entries: Vec<_> =
+            state.entries.iter().map(|(a, e)| (*a, e.location(), e.refs)).collect();
+        entries.sort_by_key(|e| e.0);
+        entries
+    }
+
+    /// The space the store takes.
+    pub fn space(&self) -> SpaceStats {
+        let state = self.inner.state.lock();
+        SpaceStats {
+            segments: state.segments.len() as u64,
+            file_bytes: state.segments.values().map(|s| s.end_bytes).sum(),
+            live_bytes: state.segments.values().map(|s| s.live_bytes).sum(),
+            payloads: state.entries.len() as u64,
+        }
+    }
+}
+
+impl State {
+    /// Drops one reference; returns false if the address is not live.
+    fn release(&mut self, address: &ContentAddress) -> bool {
+        let Some(entry) = self.entries.get_mut(address) else { return false };
+        // Invariant: a live entry has at least one reference.
+        assert!(entry.refs > 0, "live entries are referenced");
+        entry.refs -= 1;
+        if entry.refs > 0 {
+            return true;
+        }
+        let Some(entry) = self.entries.remove(address) else { return true };
+        // While recovering, live bytes are counted once replay is over.
+        if !self.recovering
+            && let Some(segment) = self.segments.get_mut(&entry.segment)
+        {
+            segment.live_bytes -= entry.span();
+        }
+        true
+    }
+}

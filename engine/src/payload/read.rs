@@ -1,0 +1,243 @@
+//! Reading payloads: `Read + Seek` streams over ranges, checked against their SHA-256 the first
+//! time each payload is read after open.
+
+use std::io::{self, Read, Seek, SeekFrom};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sha2::{Digest as _, Sha256};
+use tessera_wal::FsFile;
+
+use crate::payload::address::{ContentAddress, Location};
+use crate::payload::error::{PayloadCorruption, PayloadError};
+use crate::payload::format::{self, ENTRY_HEADER_BYTES};
+use crate::payload::{INGEST_CHUNK_BYTES, PayloadStore};
+
+/// A payload (or a range of it) as a byte stream.
+#[derive(Debug)]
+pub struct PayloadReader {
+    source: Source,
+    /// Payload offsets this reader may serve.
+    range: Range<u64>,
+    /// The next payload offset to serve.
+    pos: u64,
+}
+
+enum Source {
+    Empty,
+    Segment { file: Arc<dyn FsFile>, path: PathBuf, data_offset: u64 },
+    Inline(Arc<[u8]>),
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Empty => f.write_str("Empty"),
+            Source::Segment { path, data_offset, .. } => {
+                write!(f, "Segment({}, {data_offset})", path.display())
+            }
+            Source::Inline(bytes) => write!(f, "Inline({} bytes)", bytes.len()),
+        }
+    }
+}
+
+/// What [`PayloadStore::verify`] checked and found.
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    /// Payloads checked.
+    pub payloads: u64,
+    /// Payload bytes hashed.
+    pub bytes: u64,
+    /// Each damaged payload: the error names its segment and offset.
+    pub corrupt: Vec<PayloadError>,
+}
+
+impl PayloadReader {
+    /// A reader over bytes carried inline (in a WAL record).
+    pub fn inline(bytes: Arc<[u8]>) -> PayloadReader {
+        let len = bytes.len() as u64;
+        PayloadReader { source: Source::Inline(bytes), range: 0..len, pos: 0 }
+    }
+
+    /// The payload's bytes this reader serves, from its start.
+    pub fn len(&self) -> u64 {
+        self.range.end - self.range.start
+    }
+
+    /// Whether it serves nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Narrows the reader to `range` of the payload (clamped to its end); the position moves
+    /// to the range's start.
+    pub fn with_range(mut self, range: Range<u64>) -> Result<PayloadReader, PayloadError> {
+        let len = self.range.end;
+        if range.start > len || (range.start == len && len > 0 && range.end > range.start) {
+            return Err(PayloadError::RangeNotSatisfiable { start: range.start, len });
+        }
+        self.range = range.start..range.end.min(len).max(range.start);
+        self.pos = self.range.start;
+        Ok(self)
+    }
+}
+
+impl Read for PayloadReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.range.end.saturating_sub(self.pos);
+        let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+        if n == 0 {
+            return Ok(0);
+        }
+        let out = buf.get_mut(..n).unwrap_or(&mut []);
+        match &self.source {
+            Source::Empty => return Ok(0),
+            Source::Segment { file, data_offset, .. } => {
+                file.read_exact_at(out, data_offset + self.pos)?;
+            }
+            Source::Inline(bytes) => {
+                let start = usize::try_from(self.pos).unwrap_or(usize::MAX);
+                let from = bytes.get(start..start + n).ok_or(io::ErrorKind::UnexpectedEof)?;
+                out.copy_from_slice(from);
+            }
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for PayloadReader {
+    /// Positions are relative to the reader's range: 0 is the range's start.
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let len = self.len();
+        let relative = self.pos - self.range.start;
+        let target = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::End(delta) => len.checked_add_signed(delta),
+            SeekFrom::Current(delta) => relative.checked_add_signed(delta),
+        };
+        let target = target.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "seek before the start of the payload")
+        })?;
+        self.pos = self.range.start + target.min(len);
+        Ok(self.pos - self.range.start)
+    }
+}
+
+impl PayloadStore {
+    /// A reader over a live payload. The first read after open checks the whole payload against
+    /// its SHA-256 first: damage is an error naming the segment and offset, never data.
+    pub fn reader(&self, address: &ContentAddress) -> Result<PayloadReader, PayloadError> {
+        if *address == ContentAddress::of_empty() {
+            return Ok(PayloadReader { source: Source::Empty, range: 0..0, pos: 0 });
+        }
+        let (location, verified, file, path) = {
+            let state = self.inner.state.lock();
+            let entry = state
+                .entries
+                .get(address)
+                .ok_or(PayloadError::UnknownAddress { address: *address })?;
+            let segment =
+                state.segments.get(&entry.segment).ok_or(PayloadError::MissingSegment {
+                    address: *address,
+                    segment: entry.segment,
+                })?;
+            (entry.location(), entry.verified, Arc::clone(&segment.file), segment.path.clone())
+        };
+        let Location::Segment { offset, len, .. } = location else {
+            return Err(PayloadError::UnknownAddress { address: *address });
+        };
+        if !verified {
+            verify_entry(&*file, &path, offset, len, address)?;
+            if let Some(entry) = self.inner.state.lock().entries.get_mut(address) {
+                entry.verified = true;
+            }
+        }
+        let data_offset = offset + ENTRY_HEADER_BYTES;
+        Ok(PayloadReader {
+            source: Source::Segment { file, path, data_offset },
+            range: 0..len,
+            pos: 0,
+        })
+    }
+
+    /// Checks every live payload against its SHA-256 (and its entry header).
+    pub fn verify(&self) -> Result<VerifyReport, PayloadError> {
+        let targets: Vec<_> = {
+            let state = self.inner.state.lock();
+            state
+                .entries
+                .iter()
+                .filter_map(|(address, e)| {
+                    let segment = state.segments.get(&e.segment)?;
+                    Some((
+                        *address,
+                        Arc::clone(&segment.file),
+                        segment.path.clone(),
+                        e.offset,
+                        e.len,
+                    ))
+                })
+                .collect()
+        };
+        let mut report = VerifyReport::default();
+        for (address, file, path, offset, len) in targets {
+            report.payloads += 1;
+            report.bytes += len;
+            match verify_entry(&*file, &path, offset, len, &address) {
+                Ok(()) => {
+                    if let Some(entry) = self.inner.state.lock().entries.get_mut(&address) {
+                        entry.verified = true;
+                    }
+                }
+                Err(e @ PayloadError::Corrupt { .. }) => report.corrupt.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Checks an entry: its header (CRC, length, address) and its payload's SHA-256.
+pub(crate) fn verify_entry(
+    file: &dyn FsFile,
+    path: &std::path::Path,
+    offset: u64,
+    len: u64,
+    address: &ContentAddress,
+) -> Result<(), PayloadError> {
+    let corrupt =
+        |reason| PayloadError::Corrupt { path: path.to_path_buf(), offset_bytes: offset, reason };
+    let file_bytes = file.len().map_err(|e| PayloadError::io(path, "len", e))?;
+    let entry_end = offset + ENTRY_HEADER_BYTES + len;
+    if entry_end > file_bytes {
+        return Err(corrupt(PayloadCorruption::PastEnd { entry_bytes: entry_end, file_bytes }));
+    }
+    let mut header = [0u8; 48];
+    file.read_exact_at(&mut header, offset).map_err(|e| PayloadError::io(path, "read", e))?;
+    let header = format::decode_entry_header(&header).map_err(corrupt)?;
+    if header.payload_bytes != len || header.address != *address {
+        return Err(corrupt(PayloadCorruption::HeaderField {
+            field: "payload_bytes/sha256",
+            found: format!("{} bytes, {}", header.payload_bytes, header.address),
+            expected: format!("{len} bytes, {address}"),
+        }));
+    }
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; INGEST_CHUNK_BYTES.min(usize::try_from(len).unwrap_or(usize::MAX))];
+    let mut done = 0u64;
+    while done < len {
+        let n = usize::try_from(len - done).unwrap_or(usize::MAX).min(buf.len());
+        let chunk = buf.get_mut(..n).unwrap_or(&mut []);
+        let at = offset + ENTRY_HEADER_BYTES + done;
+        file.read_exact_at(chunk, at).map_err(|e| PayloadError::io(path, "read", e))?;
+        hasher.update(&*chunk);
+        done += n as u64;
+    }
+    let computed = ContentAddress(hasher.finalize().into());
+    if computed != *address {
+        return Err(corrupt(PayloadCorruption::Sha256Mismatch { address: *address, computed }));
+    }
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! Opening the store and rebuilding its index from the engine's replay.
+//!
+//! The index is what the engine's committed records say: a payload is live if a committed
+//! record references it, at the location that record gives. Bytes no committed record points to
+//! are dead: an ingest that was synced but whose WAL record never committed, a torn ingest, the
+//! copy of an interrupted compaction. `finish_recovery` cuts every segment after its last live
+//! entry and removes segments with nothing live, so that space returns at once.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tessera_wal::{Fs, OpenMode};
+
+use crate::payload::address::{ContentAddress, Location, SegmentId};
+use crate::payload::error::{PayloadCorruption, PayloadError};
+use crate::payload::format::{self, PAYLOAD_SEGMENT_HEADER_BYTES};
+use crate::payload::{Entry, Inner, PayloadOptions, PayloadStore, Segment, State};
+
+/// What `finish_recovery` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segments removed because nothing live was left in them.
+    pub segments_removed: u64,
+    /// Bytes cut from segment tails after their last live entry.
+    pub tail_bytes_cut: u64,
+    /// Live payloads.
+    pub payloads: u64,
+    /// Bytes of the segments that remain, and of their live entries.
+    pub file_bytes: u64,
+    /// Of which live (the rest is dead space between live entries, for compaction).
+    pub live_bytes: u64,
+}
+
+impl PayloadStore {
+    /// Opens the store in `dir`: checks every segment header, removes leftovers of interrupted
+    /// segment creations. The index starts empty: replay the engine's checkpoint and WAL into it
+    /// (`restore_entry`, `recover_ref`, `recover_release`, `recover_move`), then call
+    /// `finish_recovery` before anything else.
+    pub fn open(
+        fs: Arc<dyn Fs>,
+        dir: impl Into<PathBuf>,
+        options: PayloadOptions,
+    ) -> Result<PayloadStore, PayloadError> {
+        options.validate()?;
+        let dir = dir.into();
+        tessera_wal::create_dir_all_durable(&*fs, &dir)
+            .map_err(|e| PayloadError::io(&dir, "create_dir_all", e))?;
+        let mut state = State { recovering: true, next_id: 1, ..State::default() };
+        for name in fs.list(&dir).map_err(|e| PayloadError::io(&dir, "list", e))? {
+            if let Some(stem) = name.strip_suffix(".tmp")
+                && format::parse_segment_name(stem).is_some()
+            {
+                let path = dir.join(&name);
+                fs.remove(&path).map_err(|e| PayloadError::io(&path, "remove", e))?;
+            } else if let Some(id) = format::parse_segment_name(&name) {
+                let segment = open_segment(&*fs, &dir.join(&name), id)?;
+                state.next_id = state.next_id.max(id.0 + 1);
+                state.segments.insert(id, segment);
+            }
+        }
+        fs.sync_dir(&dir).map_err(|e| PayloadError::io(&dir, "sync_dir", e))?;
+        let inner =
+            Inner { fs, dir, options, state: Mutex::new(state), compacting: Mutex::new(()) };
+        Ok(PayloadStore { inner: Arc::new(inner) })
+    }
+
+    /// Recovery: a live payload as a checkpoint recorded it.
+    pub fn restore_entry(
+        &self,
+        address: ContentAddress,
+        location: &Location,
+        refs: u64,
+    ) -> Result<(), PayloadError> {
+        let mut state = self.inner.state.lock();
+        for _ in 0..refs {
+            state.recover_ref(address, location);
+        }
+        Ok(())
+    }
+
+    /// Recovery: a committed record that references a payload.
+    pub fn recover_ref(&self, address: ContentAddress, location: &Location) {
+        self.inner.state.lock().recover_ref(address, location);
+    }
+
+    /// Recovery: a committed record that gives a reference back.
+    pub fn recover_release(&self, address: &ContentAddress) {
+        self.inner.state.lock().release(address);
+    }
+
+    /// Recovery: a committed record of a compaction move.
+    pub fn recover_move(&self, address: &ContentAddress, to: &Location) {
+        let mut state = self.inner.state.lock();
+        if let (Some(entry), Location::Segment { segment, offset, .. }) =
+            (state.entries.get_mut(address), to)
+        {
+            entry.segment = *segment;
+            entry.offset = *offset;
+        }
+    }
+
+    /// Ends recovery: checks that every live payload lies inside an existing segment, cuts each
+    /// segment after its last live entry, removes segments with nothing live, and opens the
+    /// store for ingests (which go to new segments).
+    pub fn finish_recovery(&self) -> Result<RecoveryReport, PayloadError> {
+        let inner = &self.inner;
+        let mut report = RecoveryReport::default();
+        let (cuts, empty) = {
+            let mut state = inner.state.lock();
+            let State { entries, segments, .. } = &mut *state;
+            for segment in segments.values_mut() {
+                segment.live_bytes = 0;
+            }
+            let mut last_end: std::collections::BTreeMap<SegmentId, u64> = Default::default();
+            for (address, entry) in entries.iter() {
+                let segment =
+                    segments.get_mut(&entry.segment).ok_or(PayloadError::MissingSegment {
+                        address: *address,
+                        segment: entry.segment,
+                    })?;
+                let end = entry.offset + entry.span();
+                let data_end = entry.offset + format::ENTRY_HEADER_BYTES + entry.len;
+                if entry.offset < PAYLOAD_SEGMENT_HEADER_BYTES || data_end > segment.end_bytes {
+                    return Err(PayloadError::Corrupt {
+                        path: segment.path.clone(),
+                        offset_bytes: entry.offset,
+                        reason: PayloadCorruption::PastEnd {
+                            entry_bytes: data_end,
+                            file_bytes: segment.end_bytes,
+                        },
+                    });
+                }
+                segment.live_bytes += entry.span();
+                let last = last_end.entry(entry.segment).or_insert(0);
+                *last = (*last).max(end.min(segment.end_bytes));
+            }
+            let mut cuts = Vec::new();
+            let mut empty = Vec::new();
+            for (id, segment) in segments.iter_mut() {
+                segment.sealed = true;
+                match last_end.get(id) {
+                    None => empty.push(*id),
+                    Some(&end) if end < segment.end_bytes => {
+                        report.tail_bytes_cut += segment.end_bytes - end;
+                        segment.end_bytes = end;
+                        cuts.push((Arc::clone(&segment.file), segment.path.clone(), end));
+                    }
+                    Some(_) => {}
+                }
+            }
+            (cuts, empty)
+        };
+        for (file, path, end) in cuts {
+            file.set_len(end).map_err(|e| PayloadError::io(&path, "set_len", e))?;
+            file.sync_data().map_err(|e| PayloadError::io(&path, "sync_data", e))?;
+        }
+        for id in empty {
+            inner.remove_segment(id)?;
+            report.segments_removed += 1;
+        }
+        let mut state = inner.state.lock();
+        state.recovering = false;
+        report.payloads = state.entries.len() as u64;
+        report.file_bytes = state.segments.values().map(|s| s.end_bytes).sum();
+        report.live_bytes = state.segments.values().map(|s| s.live_bytes).sum();
+        Ok(report)
+    }
+}
+
+impl State {
+    fn recover_ref(&mut self, address: ContentAddress, location: &Location) {
+        if let Some(entry) = self.entries.get_mut(&address) {
+            entry.refs += 1;
+            return;
+        }
+        if let Location::Segment { segment, offset, len } = *location {
+            self.entries.insert(address, Entry { segment, offset, len, refs: 1, verified: false });
+        }
+    }
+}
+
+fn open_segment(fs: &dyn Fs, path: &Path, id: SegmentId) -> Result<Segment, PayloadError> {
+    let file = fs.open(path, OpenMode::ReadWrite).map_err(|e| PayloadError::io(path, "open", e))?;
+    let len = file.len().map_err(|e| PayloadError::io(path, "len", e))?;
+    let mut header = [0u8; 32];
+    let available = usize::try_from(len).unwrap_or(usize::MAX).min(header.len());
+    let buf = header.get_mut(..available).unwrap_or(&mut []);
+    file.read_exact_at(buf, 0).map_err(|e| PayloadError::io(path, "read", e))?;
+    format::check_segment_header(buf, id).map_err(|reason| PayloadError::Corrupt {
+        path: path.to_path_buf(),
+        offset_bytes: 0,
+        reason,
+    })?;
+    Ok(Segment {
+        file: Arc::from(file),
+        path: path.to_path_buf(),
+        end_bytes: len,
+        live_bytes: 0,
+        sealed: true,
+    })
+}
