@@ -59,6 +59,13 @@ pub trait FsFile: Send + Sync + Debug {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Makes the file's bytes and length durable (`fdatasync`).
     fn sync_data(&self) -> io::Result<()>;
+    /// Starts writing `len_bytes` from `offset` back to the disk without waiting
+    /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`): a hint that lets a later `sync_data` wait
+    /// less. It makes nothing durable.
+    fn start_writeback(&self, offset: u64, len_bytes: u64) -> io::Result<()> {
+        let _ = (offset, len_bytes);
+        Ok(())
+    }
     /// Sets the file's length, cutting it or extending it with zeros.
     fn set_len(&self, len_bytes: u64) -> io::Result<()>;
     /// Extends the file to at least `len_bytes`, reserving the blocks, the new bytes reading as

@@ -544,6 +544,11 @@ impl FsFile for SimFile {
         })
     }
 
+    fn start_writeback(&self, _offset: u64, _len_bytes: u64) -> io::Result<()> {
+        // A hint that makes nothing durable: counted as a call (the power can go off here).
+        self.with_inode(Call::Other, |_, _, _| Ok(()))
+    }
+
     fn set_len(&self, len_bytes: u64) -> io::Result<()> {
         self.check_writable()?;
         self.with_inode(Call::Other, |inode, _, _| {

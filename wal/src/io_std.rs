@@ -89,6 +89,22 @@ impl FsFile for StdFile {
         self.file.set_len(len_bytes)
     }
 
+    fn start_writeback(&self, offset: u64, len_bytes: u64) -> io::Result<()> {
+        let (Ok(offset), Ok(len)) =
+            (libc::off64_t::try_from(offset), libc::off64_t::try_from(len_bytes))
+        else {
+            return Ok(());
+        };
+        // SAFETY: sync_file_range takes only integers and a descriptor we hold open.
+        #[expect(unsafe_code, reason = "std has no sync_file_range; the call takes only integers")]
+        let rc = unsafe {
+            libc::sync_file_range(self.file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+        };
+        // A hint: where the file system does not support it, the later fdatasync does the work.
+        let _ = rc;
+        Ok(())
+    }
+
     fn allocate(&self, len_bytes: u64) -> io::Result<()> {
         let len = libc::off_t::try_from(len_bytes)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length exceeds off_t"))?;

@@ -112,7 +112,15 @@ impl Digester {
         digester
     }
 
+    /// Feeds every digest, 16 KiB at a time so that each block is hashed by all of them
+    /// while it sits in the L1 cache.
     pub fn update(&mut self, bytes: &[u8]) {
+        for block in bytes.chunks(16 << 10) {
+            self.update_block(block);
+        }
+    }
+
+    fn update_block(&mut self, bytes: &[u8]) {
         self.sha256.update(bytes);
         self.md5.update(bytes);
         if let Some(crc) = &mut self.crc32 {
