@@ -133,12 +133,13 @@ impl Harness {
             .map_err(|e| format!("ingest: {e}"))?;
         let receipt = pending.receipt().clone();
         let op = Op::Ref { address: receipt.address, location: receipt.location.clone() };
+        // Known before the record is written: an interrupted append may still land.
+        model.bytes.insert(receipt.address, bytes.to_vec());
         model.in_flight = Some(op.clone());
         self.wal.append_durable(&op.encode()).map_err(|e| format!("wal: {e}"))?;
         pending.commit();
         model.in_flight = None;
         *model.refs.entry(receipt.address).or_default() += 1;
-        model.bytes.insert(receipt.address, bytes.to_vec());
         Ok(receipt.address)
     }
 
