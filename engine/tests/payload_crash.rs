@@ -67,7 +67,8 @@ fn crash_at_every_io_call_of_ingest_and_compaction_keeps_every_acknowledged_payl
     let mut model = Model::default();
     scenario(&dry, &mut model).unwrap();
     let calls = dry.io_calls();
-    let seeds = std::env::var("TESSERA_SEEDS_PER_CALL").ok().and_then(|s| s.parse().ok()).unwrap_or(2u64);
+    let seeds =
+        std::env::var("TESSERA_SEEDS_PER_CALL").ok().and_then(|s| s.parse().ok()).unwrap_or(2u64);
     for call in 0..=calls {
         crash_and_check(call, CrashMode::DropUnsynced);
         for k in 0..seeds {

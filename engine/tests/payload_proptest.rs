@@ -25,8 +25,14 @@ use tessera_wal::StdFs;
 #[derive(Clone, Debug)]
 enum Action {
     /// A payload: `seed` picks its bytes (few seeds: duplicates), `2^exp * frac` its size.
-    Put { seed: u64, exp: u32, frac: f64 },
-    Release { pick: usize },
+    Put {
+        seed: u64,
+        exp: u32,
+        frac: f64,
+    },
+    Release {
+        pick: usize,
+    },
     Compact,
     Reopen,
 }
@@ -77,14 +83,23 @@ fn run(actions: Vec<Action>) {
     }
     let live: BTreeMap<ContentAddress, u64> =
         h.store.snapshot().into_iter().map(|(a, _, refs)| (a, refs)).collect();
-    assert_eq!(live, model.refs.iter().filter(|(a, _)| **a != ContentAddress::of_empty()).map(|(a, r)| (*a, *r)).collect());
+    assert_eq!(
+        live,
+        model
+            .refs
+            .iter()
+            .filter(|(a, _)| **a != ContentAddress::of_empty())
+            .map(|(a, r)| (*a, *r))
+            .collect()
+    );
     for address in model.refs.keys() {
         let (seed, len) = made[address];
         assert_eq!(h.read(address).unwrap(), payload(seed, len), "{address}");
     }
     let report = h.store.verify().unwrap();
     assert!(report.corrupt.is_empty(), "{:?}", report.corrupt);
-    let spans: u64 = h.store.snapshot().iter().map(|(_, l, _)| tessera_engine_entry_bytes(l.len())).sum();
+    let spans: u64 =
+        h.store.snapshot().iter().map(|(_, l, _)| tessera_engine_entry_bytes(l.len())).sum();
     assert_eq!(h.store.space().live_bytes, spans);
 }
 

@@ -23,6 +23,8 @@
 //! [`PayloadStore::verify`]; a mismatch is an error naming the segment and offset, never data.
 
 mod address;
+#[cfg(feature = "tokio")]
+mod async_io;
 mod compact;
 mod digest;
 mod error;
@@ -40,6 +42,8 @@ use parking_lot::Mutex;
 use tessera_wal::{Fs, FsFile};
 
 pub use self::address::{ContentAddress, Location, SegmentId};
+#[cfg(feature = "tokio")]
+pub use self::async_io::AsyncPayloadReader;
 pub use self::compact::{CompactReport, HookError, Move};
 pub use self::digest::{Checksum, ChecksumAlgorithm, Digests, Expected};
 pub use self::error::{PayloadCorruption, PayloadError};
