@@ -305,3 +305,43 @@ fn invalid_options_are_refused() {
         assert!(matches!(err, PayloadError::InvalidOptions { .. }), "{err}");
     }
 }
+
+#[test]
+fn a_segment_scanned_on_its_own_lists_its_entries_and_their_damage() {
+    let (_, fs) = sim();
+    let h = open(&fs);
+    let mut model = Model::default();
+    let sizes = [100usize, 5_000, 33];
+    let addresses: Vec<_> = sizes
+        .iter()
+        .enumerate()
+        .map(|(n, &len)| h.put(&mut model, &payload(50 + n as u64, len)).unwrap())
+        .collect();
+    let path = Path::new("/data/payload/00000000000000000001.seg");
+    let scan = tessera_engine::payload::scan_segment(
+        &*fs,
+        path,
+        tessera_engine::payload::SegmentId(1),
+        true,
+    )
+    .unwrap();
+    let found: Vec<_> = scan.entries.iter().map(|e| (e.address, e.len, e.damage.clone())).collect();
+    let expected: Vec<_> =
+        addresses.iter().zip(sizes).map(|(a, len)| (*a, len as u64, None)).collect();
+    assert_eq!(found, expected);
+    let second = scan.entries[1].offset;
+    drop(h);
+    flip_byte(&fs, path, second + 48 + 10);
+    let scan = tessera_engine::payload::scan_segment(
+        &*fs,
+        path,
+        tessera_engine::payload::SegmentId(1),
+        true,
+    )
+    .unwrap();
+    assert_eq!(scan.entries.len(), 3, "damage inside a payload does not stop the walk");
+    assert!(matches!(
+        scan.entries[1].damage,
+        Some(tessera_engine::payload::PayloadCorruption::Sha256Mismatch { .. })
+    ));
+}

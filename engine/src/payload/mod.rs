@@ -32,6 +32,7 @@ mod format;
 mod ingest;
 mod read;
 mod recovery;
+mod scan;
 mod segments;
 
 use std::collections::{BTreeMap, HashMap};
@@ -51,6 +52,7 @@ pub use self::format::{ENTRY_HEADER_BYTES, PAYLOAD_SEGMENT_HEADER_BYTES};
 pub use self::ingest::{IngestWriter, Pending, Receipt};
 pub use self::read::{PayloadReader, VerifyReport};
 pub use self::recovery::RecoveryReport;
+pub use self::scan::{ScannedEntry, SegmentScan, scan_segment};
 
 /// Default size at which a payload segment stops taking new entries.
 pub const PAYLOAD_SEGMENT_BYTES_DEFAULT: u64 = 256 << 20;
