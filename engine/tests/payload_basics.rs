@@ -294,6 +294,16 @@ fn a_payload_stays_readable_while_compaction_moves_it() {
 }
 
 #[test]
+fn ingests_wait_for_the_end_of_recovery() {
+    let (_, fs) = sim();
+    let store = PayloadStore::open(Arc::clone(&fs), "/p", PayloadOptions::default()).unwrap();
+    let err = store.ingest(&mut &b"early"[..], None, Expected::default()).unwrap_err();
+    assert!(matches!(err, PayloadError::Recovering), "{err}");
+    store.finish_recovery().unwrap();
+    store.ingest(&mut &b"in time"[..], None, Expected::default()).unwrap().commit();
+}
+
+#[test]
 fn invalid_options_are_refused() {
     let (_, fs) = sim();
     for options in [

@@ -101,6 +101,11 @@ pub enum PayloadError {
         #[source]
         source: Box<dyn StdError + Send + Sync>,
     },
+    /// The store is still recovering: `finish_recovery` has not run.
+    #[error(
+        "the payload store is recovering: replay the engine's records, then call finish_recovery"
+    )]
+    Recovering,
     /// The options cannot work.
     #[error("invalid payload store options: {reason}")]
     InvalidOptions {

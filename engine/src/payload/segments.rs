@@ -25,6 +25,9 @@ impl Inner {
     pub(crate) fn claim(&self) -> Result<Claim, PayloadError> {
         let id = {
             let mut state = self.state.lock();
+            if state.recovering {
+                return Err(PayloadError::Recovering);
+            }
             if let Some(id) = state.idle.pop()
                 && let Some(segment) = state.segments.get(&id)
             {
