@@ -21,7 +21,7 @@ use crate::payload::{INGEST_CHUNK_BYTES, PayloadStore};
 const READ_AHEAD_CHUNKS: usize = 2;
 
 fn joined<T>(result: Result<T, tokio::task::JoinError>) -> Result<T, PayloadError> {
-    result.map_err(|e| PayloadError::Stream { received: 0, source: io::Error::other(e) })
+    result.map_err(|e| PayloadError::Background { source: Box::new(e) })
 }
 
 impl PayloadStore {

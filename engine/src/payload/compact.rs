@@ -1,11 +1,20 @@
 //! Compaction: segments whose live bytes fell below a fraction of their size are rewritten.
 //!
 //! For each such segment: its live entries are copied into a new segment (each checked
-//! against its SHA-256 on the way: damage is never copied), the new segment is synced, the
-//! caller's hook makes the moves durable (a WAL record), the index points at the copies, and the
-//! old file is removed. A crash before the hook leaves the copies dead (the WAL still points
-//! at the old segment); a crash after it leaves the old segment with nothing live, removed at
-//! the next recovery.
+//! against its SHA-256 on the way: damage is never copied) and the new segment is synced. Then,
+//! with the index locked, the caller's hook makes the moves durable (a WAL record) and the index
+//! points at the copies; the old file is removed once nothing live is left in it.
+//!
+//! The hook runs with the index locked (it must not call back into the store) so that no
+//! reference is taken, committed or released while the moves are recorded: the WAL's order of
+//! references and moves is then the store's. Only entries with committed references and no
+//! pending one move: an ingest's pending reference names the location its record will carry,
+//! so that entry (and its segment) stays until the record is committed.
+//!
+//! A crash before the hook leaves the copies dead (the WAL still points at the old segment); a
+//! crash after it leaves the old segment with nothing live, removed at the next recovery. If the
+//! hook fails, the moves may or may not be durable: the copy stays on disk (out of the index) and
+//! the next recovery keeps it if a committed record points there.
 
 use std::error::Error as StdError;
 
@@ -31,7 +40,7 @@ pub struct Move {
 pub type HookError = Box<dyn StdError + Send + Sync>;
 
 /// What a compaction did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct CompactReport {
     /// Segments rewritten or removed.
     pub segments_compacted: u64,
@@ -39,6 +48,9 @@ pub struct CompactReport {
     pub payloads_moved: u64,
     /// Segment bytes before, minus segment bytes after: space returned.
     pub bytes_reclaimed: u64,
+    /// Segments left as they were, and why (damage found while copying, for example); the
+    /// other segments were still compacted.
+    pub skipped: Vec<(SegmentId, PayloadError)>,
 }
 
 impl PayloadStore {
@@ -53,10 +65,20 @@ impl PayloadStore {
         let mut report = CompactReport::default();
         for id in self.compaction_candidates() {
             let before = self.inner.state.lock().segments.get(&id).map_or(0, |s| s.end_bytes);
-            let (moves, after) = self.compact_segment(id, &mut hook)?;
-            report.segments_compacted += 1;
-            report.payloads_moved += moves;
-            report.bytes_reclaimed += before.saturating_sub(after);
+            match self.compact_segment(id, &mut hook) {
+                Ok(Some((moves, after))) => {
+                    report.segments_compacted += 1;
+                    report.payloads_moved += moves;
+                    report.bytes_reclaimed += before.saturating_sub(after);
+                }
+                Ok(None) => {}
+                // A hook that failed may have left the log poisoned: stop there.
+                Err(e @ PayloadError::CompactionHook { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(segment = id.0, error = %e, "segment not compacted");
+                    report.skipped.push((id, e));
+                }
+            }
         }
         Ok(report)
     }
@@ -89,27 +111,28 @@ impl PayloadStore {
         candidates
     }
 
-    /// Rewrites one segment; returns the payloads moved and the bytes of the copy.
+    /// Rewrites one segment; returns the payloads moved and the bytes of the copy, or `None`
+    /// if the segment must wait (an entry in it is pinned by a pending ingest).
     fn compact_segment(
         &self,
         id: SegmentId,
         hook: &mut impl FnMut(&[Move]) -> Result<(), HookError>,
-    ) -> Result<(u64, u64), PayloadError> {
+    ) -> Result<Option<(u64, u64)>, PayloadError> {
         let inner = &self.inner;
         let (live, old) = {
             let state = inner.state.lock();
-            let Some(segment) = state.segments.get(&id) else { return Ok((0, 0)) };
-            let live: Vec<(ContentAddress, u64, u64)> = state
-                .entries
-                .iter()
-                .filter(|(_, e)| e.segment == id)
-                .map(|(a, e)| (*a, e.offset, e.len))
-                .collect();
+            let Some(segment) = state.segments.get(&id) else { return Ok(None) };
+            let in_segment = || state.entries.iter().filter(|(_, e)| e.segment == id);
+            if in_segment().any(|(_, e)| e.pending > 0) {
+                return Ok(None);
+            }
+            let live: Vec<(ContentAddress, u64, u64)> =
+                in_segment().map(|(a, e)| (*a, e.offset, e.len)).collect();
             (live, (std::sync::Arc::clone(&segment.file), segment.path.clone()))
         };
         if live.is_empty() {
             inner.remove_segment(id)?;
-            return Ok((0, 0));
+            return Ok(Some((0, 0)));
         }
         let new_id = {
             let mut state = inner.state.lock();
@@ -118,13 +141,13 @@ impl PayloadStore {
             new_id
         };
         let (file, path) = inner.create_segment(new_id)?;
-        let mut moves = Vec::with_capacity(live.len());
+        let mut copies = Vec::with_capacity(live.len());
         let mut end = PAYLOAD_SEGMENT_HEADER_BYTES;
         let copied = live.into_iter().try_for_each(|(address, offset, len)| {
             copy_entry(&*old.0, &old.1, offset, len, &address, &*file, &path, end)?;
             let from = Location::Segment { segment: id, offset, len };
             let to = Location::Segment { segment: new_id, offset: end, len };
-            moves.push(Move { address, from, to });
+            copies.push(Move { address, from, to });
             end += format::entry_bytes(len);
             Ok(())
         });
@@ -135,34 +158,53 @@ impl PayloadStore {
             let _ = inner.fs.remove(&path);
             return Err(e);
         }
-        let segment =
-            Segment { file, path: path.clone(), end_bytes: end, live_bytes: 0, sealed: true };
-        inner.state.lock().segments.insert(new_id, segment);
-        if let Err(source) = hook(&moves) {
-            inner.remove_segment(new_id)?;
-            return Err(PayloadError::CompactionHook { segment: id, source });
-        }
-        {
+        let (moved, emptied) = {
             let mut state = inner.state.lock();
+            // Only what is still where it was, with committed references and no pending one.
+            let moves: Vec<Move> = copies
+                .into_iter()
+                .filter(|m| {
+                    state
+                        .entries
+                        .get(&m.address)
+                        .is_some_and(|e| e.location() == m.from && e.refs > 0 && e.pending == 0)
+                })
+                .collect();
+            if !moves.is_empty() {
+                if let Err(source) = hook(&moves) {
+                    // The moves may be durable: keep the copy's file, out of the index.
+                    return Err(PayloadError::CompactionHook { segment: id, source });
+                }
+            }
             let mut moved_bytes = 0;
             for m in &moves {
                 if let (Some(entry), Location::Segment { offset, .. }) =
                     (state.entries.get_mut(&m.address), &m.to)
-                    && entry.location() == m.from
                 {
-                    *entry = Entry { segment: new_id, offset: *offset, ..*entry };
+                    entry.segment = new_id;
+                    entry.offset = *offset;
                     moved_bytes += entry.span();
                 }
             }
+            let segment =
+                Segment { file, path, end_bytes: end, live_bytes: moved_bytes, sealed: true };
+            state.segments.insert(new_id, segment);
+            let left: u64 =
+                state.entries.values().filter(|e| e.segment == id).map(Entry::span).sum();
             if let Some(old) = state.segments.get_mut(&id) {
-                old.live_bytes = 0;
+                old.live_bytes = left;
             }
-            if let Some(new) = state.segments.get_mut(&new_id) {
-                new.live_bytes = moved_bytes;
-            }
+            (moves.len() as u64, left == 0)
+        };
+        if emptied {
+            inner.remove_segment(id)?;
         }
-        inner.remove_segment(id)?;
-        Ok((moves.len() as u64, end))
+        if moved == 0 {
+            // Nothing moved after all: the copy holds nothing live.
+            inner.remove_segment(new_id)?;
+            return Ok(Some((0, 0)));
+        }
+        Ok(Some((moved, end)))
     }
 }
 

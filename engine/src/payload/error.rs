@@ -101,6 +101,30 @@ pub enum PayloadError {
         #[source]
         source: Box<dyn StdError + Send + Sync>,
     },
+    /// A recovery call came after `finish_recovery`.
+    #[error("the payload store has finished recovering: references now come from live calls")]
+    NotRecovering,
+    /// A record gives a location no entry can have (a damaged or crafted record).
+    #[error(
+        "a record places payload {address} at segment {segment}, offset {offset}, {len} bytes: no entry can be there"
+    )]
+    BadLocation {
+        /// The payload.
+        address: ContentAddress,
+        /// The segment named.
+        segment: SegmentId,
+        /// The offset named.
+        offset: u64,
+        /// The length named.
+        len: u64,
+    },
+    /// A background task of the store (on tokio's blocking pool) panicked or was cancelled.
+    #[error("a background task of the payload store failed: {source}")]
+    Background {
+        /// What the runtime said.
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
     /// The store is still recovering: `finish_recovery` has not run.
     #[error(
         "the payload store is recovering: replay the engine's records, then call finish_recovery"

@@ -14,7 +14,7 @@
 //!   8   8 payload_bytes  u64 LE, 1..=PAYLOAD_BYTES_LIMIT
 //!  16  32 sha256         the payload's SHA-256 (its content address)
 //!  48   n payload
-//! 48+n  p padding        zeros to the next multiple of 8
+//! 48+n  p padding        up to the next multiple of 8; never written or read
 //! ```
 
 use crate::payload::address::{ContentAddress, SegmentId};

@@ -14,6 +14,7 @@ use crate::payload::address::{ContentAddress, Location};
 use crate::payload::digest::{Checksum, Digester, Digests, Expected};
 use crate::payload::error::PayloadError;
 use crate::payload::format::{self, ENTRY_HEADER_BYTES};
+use crate::payload::read::verify_entry;
 use crate::payload::segments::Claim;
 use crate::payload::{Entry, INGEST_CHUNK_BYTES, Inner, PayloadStore};
 
@@ -31,16 +32,23 @@ pub struct Receipt {
     pub md5: [u8; 16],
     /// The additional checksums asked for.
     pub checksums: Vec<Checksum>,
+    /// Set when the bytes were live already but their stored copy failed its SHA-256 check:
+    /// this ingest's copy replaces it once committed. The committing record must say so (a move
+    /// from this location to `location`) along with the reference.
+    pub healed_from: Option<Location>,
 }
 
-/// An ingested, durable payload holding one reference on behalf of the caller. `commit` hands
-/// the reference to the caller's committed WAL record; dropping it gives the reference back.
+/// An ingested, durable payload holding one *pending* reference on behalf of the caller: the
+/// payload does not move while it is held. `commit` turns it into a committed reference once
+/// the caller's record that references the payload is durable; dropping it gives it back.
 #[must_use = "a pending payload is released when dropped; commit it once its WAL record is durable"]
 #[derive(Debug)]
 pub struct Pending {
     store: Arc<Inner>,
     receipt: Receipt,
-    committed: bool,
+    /// A healing ingest keeps its segment until the heal is committed or dropped.
+    heal: Option<Claim>,
+    resolved: bool,
 }
 
 impl Pending {
@@ -51,16 +59,43 @@ impl Pending {
 
     /// Keeps the reference: the record that references the payload is durable.
     pub fn commit(mut self) -> Receipt {
-        self.committed = true;
+        self.resolve(true);
         self.receipt.clone()
+    }
+
+    fn resolve(&mut self, committed: bool) {
+        if self.resolved {
+            return;
+        }
+        self.resolved = true;
+        if self.receipt.location.is_empty() {
+            return;
+        }
+        let address = self.receipt.address;
+        let heal = self.heal.take();
+        let mut state = self.store.state.lock();
+        let healed_end = match (&heal, committed) {
+            (Some(claim), true) => {
+                state.heal(&address, self.receipt.healed_from.as_ref(), claim, self.receipt.len)
+            }
+            _ => None,
+        };
+        if committed {
+            state.commit_pending(&address);
+        } else {
+            state.release_pending(&address);
+        }
+        drop(state);
+        if let Some(claim) = heal {
+            // Committed: the copy is live, the segment's end moves past it; dropped: rewound.
+            self.store.give_back(claim.id, healed_end.unwrap_or(claim.start), false);
+        }
     }
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        if !self.committed && !self.receipt.location.is_empty() {
-            self.store.state.lock().release(&self.receipt.address);
-        }
+        self.resolve(false);
     }
 }
 
@@ -177,8 +212,19 @@ impl IngestWriter {
             .ok_or(PayloadError::InvalidOptions { reason: "an ingest is finished once" })?;
         check_expected(&self.expected, &digests)?;
         let location = match self.claim.take() {
-            None => Location::Empty,
+            None => Live::Here(Location::Empty),
             Some(claim) => self.store.make_live(claim, self.received, &digests.address)?,
+        };
+        let (location, healed_from, heal) = match location {
+            Live::Here(location) => (location, None, None),
+            Live::Healing { old, claim } => {
+                let to = Location::Segment {
+                    segment: claim.id,
+                    offset: claim.start,
+                    len: self.received,
+                };
+                (to, Some(old), Some(claim))
+            }
         };
         let receipt = Receipt {
             address: digests.address,
@@ -186,8 +232,9 @@ impl IngestWriter {
             len: self.received,
             md5: digests.md5,
             checksums: digests.checksums,
+            healed_from,
         };
-        Ok(Pending { store: Arc::clone(&self.store), receipt, committed: false })
+        Ok(Pending { store: Arc::clone(&self.store), receipt, heal, resolved: false })
     }
 }
 
@@ -218,20 +265,52 @@ fn check_expected(expected: &Expected, digests: &Digests) -> Result<(), PayloadE
     Ok(())
 }
 
+/// Where an ingest's bytes ended up.
+enum Live {
+    Here(Location),
+    /// The bytes were live already, in a copy that failed its check: this ingest's copy (in
+    /// `claim`, still held) replaces it once committed.
+    Healing {
+        old: Location,
+        claim: Claim,
+    },
+}
+
 impl Inner {
-    /// Writes the header, syncs the entry, and makes it live with one reference; or, if the
-    /// same bytes are live already, takes a reference to them and gives this space back.
+    /// Writes the header, syncs the entry, and makes it live with one pending reference; or, if
+    /// the same bytes are live already (and check out), takes a pending reference to them and
+    /// gives this space back.
     fn make_live(
         &self,
         claim: Claim,
         len: u64,
         address: &ContentAddress,
-    ) -> Result<Location, PayloadError> {
-        // Bound first: the guard must be gone before `give_back` locks again.
-        let existing = self.state.lock().add_ref_if_live(address);
-        if let Some(location) = existing {
-            self.give_back(claim.id, claim.start, false);
-            return Ok(location);
+    ) -> Result<Live, PayloadError> {
+        let mut damaged = None;
+        if let Some((location, verified, file, path)) = self.existing(address) {
+            let checked = verified
+                || match &location {
+                    Location::Segment { offset, len, .. } => {
+                        match verify_entry(&*file, &path, *offset, *len, address) {
+                            Ok(()) => true,
+                            Err(PayloadError::Corrupt { .. }) => false,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    _ => true,
+                };
+            let mut state = self.state.lock();
+            if let Some(entry) = state.entries.get_mut(address).filter(|e| e.location() == location)
+            {
+                if checked {
+                    entry.verified = true;
+                    entry.pending += 1;
+                    drop(state);
+                    self.give_back(claim.id, claim.start, false);
+                    return Ok(Live::Here(location));
+                }
+                damaged = Some(location);
+            }
         }
         let header = format::encode_entry_header(len, address);
         let durable = claim
@@ -251,13 +330,31 @@ impl Inner {
             return Err(e);
         }
         let mut state = self.state.lock();
-        // Another ingest of the same bytes may have become live while this one synced.
-        if let Some(location) = state.add_ref_if_live(address) {
-            drop(state);
-            self.give_back(claim.id, claim.start, false);
-            return Ok(location);
+        if let Some(old) = damaged {
+            // Pin the damaged entry; the copy replaces it when the ingest commits.
+            if let Some(entry) = state.entries.get_mut(address).filter(|e| e.location() == old) {
+                entry.pending += 1;
+                return Ok(Live::Healing { old, claim });
+            }
         }
-        let entry = Entry { segment: claim.id, offset: claim.start, len, refs: 1, verified: true };
+        // Another ingest of the same bytes may have become live while this one synced.
+        if let Some(entry) = state.entries.get_mut(address) {
+            entry.pending += 1;
+            let location = entry.location();
+            drop(state);
+            // Best effort: no valid header is left at the segment's end for a scan to find.
+            let _ = claim.file.write_all_at(&[0; ENTRY_HEADER_BYTES as usize], claim.start);
+            self.give_back(claim.id, claim.start, false);
+            return Ok(Live::Here(location));
+        }
+        let entry = Entry {
+            segment: claim.id,
+            offset: claim.start,
+            len,
+            refs: 0,
+            pending: 1,
+            verified: true,
+        };
         let (span, location) = (entry.span(), entry.location());
         state.entries.insert(*address, entry);
         if let Some(segment) = state.segments.get_mut(&claim.id) {
@@ -265,15 +362,43 @@ impl Inner {
         }
         drop(state);
         self.give_back(claim.id, claim.start + span, false);
-        Ok(location)
+        Ok(Live::Here(location))
+    }
+
+    /// A live entry's location, whether it was checked, and its segment's file.
+    fn existing(
+        &self,
+        address: &ContentAddress,
+    ) -> Option<(Location, bool, Arc<dyn tessera_wal::FsFile>, std::path::PathBuf)> {
+        let state = self.state.lock();
+        let entry = state.entries.get(address)?;
+        let segment = state.segments.get(&entry.segment)?;
+        Some((entry.location(), entry.verified, Arc::clone(&segment.file), segment.path.clone()))
     }
 }
 
 impl crate::payload::State {
-    /// Takes a reference to `address` if it is live, and says where it is.
-    fn add_ref_if_live(&mut self, address: &ContentAddress) -> Option<Location> {
-        let entry = self.entries.get_mut(address)?;
-        entry.refs += 1;
-        Some(entry.location())
+    /// Points a damaged entry at its healed copy (if it is still where it was); returns where
+    /// the copy's segment now ends.
+    fn heal(
+        &mut self,
+        address: &ContentAddress,
+        old: Option<&Location>,
+        claim: &Claim,
+        len: u64,
+    ) -> Option<u64> {
+        let entry = self.entries.get_mut(address).filter(|e| Some(&e.location()) == old)?;
+        let (from, span) = (entry.segment, entry.span());
+        entry.segment = claim.id;
+        entry.offset = claim.start;
+        entry.verified = true;
+        debug_assert_eq!(entry.len, len);
+        if let Some(segment) = self.segments.get_mut(&from) {
+            segment.live_bytes -= span;
+        }
+        if let Some(segment) = self.segments.get_mut(&claim.id) {
+            segment.live_bytes += span;
+        }
+        Some(claim.start + span)
     }
 }

@@ -128,14 +128,17 @@ struct State {
     recovering: bool,
 }
 
-/// A live (referenced) payload.
+/// A live payload: one with committed or pending references.
 #[derive(Debug)]
 struct Entry {
     segment: SegmentId,
     offset: u64,
     len: u64,
-    /// Committed references plus the ingests' pending ones.
+    /// References of committed records (what a checkpoint records and replay rebuilds).
     refs: u64,
+    /// References held by `Pending` ingests whose records are not committed yet. While any is
+    /// held the entry does not move: a record is written with the location its ingest got.
+    pending: u64,
     /// Checked against its SHA-256 since open (or written by this process).
     verified: bool,
 }
@@ -147,6 +150,10 @@ impl Entry {
 
     fn span(&self) -> u64 {
         format::entry_bytes(self.len)
+    }
+
+    fn is_live(&self) -> bool {
+        self.refs + self.pending > 0
     }
 }
 
@@ -186,8 +193,9 @@ impl PayloadStore {
         &self.inner.options
     }
 
-    /// Takes one more reference to a live payload (say, a completed object referencing a part's
-    /// bytes). The empty payload needs none.
+    /// Takes one more committed reference to a live payload (say, a completed object
+    /// referencing a part's bytes), once the record that says so is committed. The empty payload
+    /// needs none.
     pub fn add_ref(&self, address: &ContentAddress) -> Result<(), PayloadError> {
         if *address == ContentAddress::of_empty() {
             return Ok(());
@@ -201,7 +209,8 @@ impl PayloadStore {
         Ok(())
     }
 
-    /// Gives one reference back; the payload is dead once none is left.
+    /// Gives one committed reference back, once the record that says so is committed; the
+    /// payload is dead once no reference is left.
     pub fn release(&self, address: &ContentAddress) -> Result<(), PayloadError> {
         if *address == ContentAddress::of_empty() {
             return Ok(());
@@ -213,7 +222,7 @@ impl PayloadStore {
             .ok_or(PayloadError::UnknownAddress { address: *address })
     }
 
-    /// Where a live payload is, and how many references it has.
+    /// Where a live payload is, and how many committed references it has.
     pub fn lookup(&self, address: &ContentAddress) -> Option<(Location, u64)> {
         if *address == ContentAddress::of_empty() {
             return Some((Location::Empty, 1));
@@ -222,11 +231,16 @@ impl PayloadStore {
         state.entries.get(address).map(|e| (e.location(), e.refs))
     }
 
-    /// Every live payload with its location and references, for the engine's checkpoint.
+    /// Every payload with committed references, its location and their count: what the
+    /// engine's checkpoint records (pending references belong to no committed record).
     pub fn snapshot(&self) -> Vec<(ContentAddress, Location, u64)> {
         let state = self.inner.state.lock();
-        let mut entries: Vec<_> =
-            state.entries.iter().map(|(a, e)| (*a, e.location(), e.refs)).collect();
+        let mut entries: Vec<_> = state
+            .entries
+            .iter()
+            .filter(|(_, e)| e.refs > 0)
+            .map(|(a, e)| (*a, e.location(), e.refs))
+            .collect();
         entries.sort_by_key(|e| e.0);
         entries
     }
@@ -244,22 +258,45 @@ impl PayloadStore {
 }
 
 impl State {
-    /// Drops one reference; returns false if the address is not live.
+    /// Drops one committed reference; false if the address has none.
     fn release(&mut self, address: &ContentAddress) -> bool {
-        let Some(entry) = self.entries.get_mut(address) else { return false };
-        // Invariant: a live entry has at least one reference.
-        assert!(entry.refs > 0, "live entries are referenced");
+        let Some(entry) = self.entries.get_mut(address).filter(|e| e.refs > 0) else {
+            return false;
+        };
         entry.refs -= 1;
-        if entry.refs > 0 {
-            return true;
+        self.forget_if_dead(address);
+        true
+    }
+
+    /// Drops one pending reference (an ingest whose record was not committed).
+    fn release_pending(&mut self, address: &ContentAddress) {
+        if let Some(entry) = self.entries.get_mut(address) {
+            // Invariant: a Pending holds exactly one pending reference until it commits or drops.
+            assert!(entry.pending > 0, "a pending reference is held");
+            entry.pending -= 1;
+            self.forget_if_dead(address);
         }
-        let Some(entry) = self.entries.remove(address) else { return true };
+    }
+
+    /// Turns one pending reference into a committed one.
+    fn commit_pending(&mut self, address: &ContentAddress) {
+        if let Some(entry) = self.entries.get_mut(address) {
+            assert!(entry.pending > 0, "a pending reference is held");
+            entry.pending -= 1;
+            entry.refs += 1;
+        }
+    }
+
+    fn forget_if_dead(&mut self, address: &ContentAddress) {
+        if self.entries.get(address).is_some_and(Entry::is_live) {
+            return;
+        }
+        let Some(entry) = self.entries.remove(address) else { return };
         // While recovering, live bytes are counted once replay is over.
         if !self.recovering
             && let Some(segment) = self.segments.get_mut(&entry.segment)
         {
             segment.live_bytes -= entry.span();
         }
-        true
     }
 }

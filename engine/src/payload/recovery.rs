@@ -65,39 +65,52 @@ impl PayloadStore {
         Ok(PayloadStore { inner: Arc::new(inner) })
     }
 
-    /// Recovery: a live payload as a checkpoint recorded it.
+    /// Recovery: a live payload as a checkpoint recorded it, with its committed references.
     pub fn restore_entry(
         &self,
         address: ContentAddress,
         location: &Location,
         refs: u64,
     ) -> Result<(), PayloadError> {
-        let mut state = self.inner.state.lock();
-        for _ in 0..refs {
-            state.recover_ref(address, location);
-        }
-        Ok(())
+        self.inner.state.lock().recover_ref(address, location, refs)
     }
 
-    /// Recovery: a committed record that references a payload.
-    pub fn recover_ref(&self, address: ContentAddress, location: &Location) {
-        self.inner.state.lock().recover_ref(address, location);
+    /// Recovery: a committed record that references a payload (at the location its ingest
+    /// got; if the payload is live already, where it is now stands).
+    pub fn recover_ref(
+        &self,
+        address: ContentAddress,
+        location: &Location,
+    ) -> Result<(), PayloadError> {
+        self.inner.state.lock().recover_ref(address, location, 1)
     }
 
     /// Recovery: a committed record that gives a reference back.
-    pub fn recover_release(&self, address: &ContentAddress) {
-        self.inner.state.lock().release(address);
+    pub fn recover_release(&self, address: &ContentAddress) -> Result<(), PayloadError> {
+        let mut state = self.inner.state.lock();
+        state.check_recovering()?;
+        state.release(address);
+        Ok(())
     }
 
-    /// Recovery: a committed record of a compaction move.
-    pub fn recover_move(&self, address: &ContentAddress, to: &Location) {
+    /// Recovery: a committed record of a compaction move (or of a heal). It applies only if
+    /// the payload is live where the move says it was, as it did when it was recorded.
+    pub fn recover_move(
+        &self,
+        address: &ContentAddress,
+        from: &Location,
+        to: &Location,
+    ) -> Result<(), PayloadError> {
         let mut state = self.inner.state.lock();
-        if let (Some(entry), Location::Segment { segment, offset, .. }) =
-            (state.entries.get_mut(address), to)
-        {
-            entry.segment = *segment;
-            entry.offset = *offset;
+        state.check_recovering()?;
+        let Location::Segment { segment, offset, .. } = *to else { return Ok(()) };
+        check_location(address, to)?;
+        state.note_segment(segment);
+        if let Some(entry) = state.entries.get_mut(address).filter(|e| e.location() == *from) {
+            entry.segment = segment;
+            entry.offset = offset;
         }
+        Ok(())
     }
 
     /// Ends recovery: checks that every live payload lies inside an existing segment, cuts each
@@ -108,6 +121,7 @@ impl PayloadStore {
         let mut report = RecoveryReport::default();
         let (cuts, empty) = {
             let mut state = inner.state.lock();
+            state.check_recovering()?;
             let State { entries, segments, .. } = &mut *state;
             for segment in segments.values_mut() {
                 segment.live_bytes = 0;
@@ -119,9 +133,10 @@ impl PayloadStore {
                         address: *address,
                         segment: entry.segment,
                     })?;
+                // Locations were checked when replayed, so these sums stay far from u64::MAX.
                 let end = entry.offset + entry.span();
                 let data_end = entry.offset + format::ENTRY_HEADER_BYTES + entry.len;
-                if entry.offset < PAYLOAD_SEGMENT_HEADER_BYTES || data_end > segment.end_bytes {
+                if data_end > segment.end_bytes {
                     return Err(PayloadError::Corrupt {
                         path: segment.path.clone(),
                         offset_bytes: entry.offset,
@@ -169,14 +184,50 @@ impl PayloadStore {
 }
 
 impl State {
-    fn recover_ref(&mut self, address: ContentAddress, location: &Location) {
+    fn check_recovering(&self) -> Result<(), PayloadError> {
+        if self.recovering { Ok(()) } else { Err(PayloadError::NotRecovering) }
+    }
+
+    /// Segment ids only grow: one that a record names must never be handed out again, even
+    /// if its file is gone.
+    fn note_segment(&mut self, segment: SegmentId) {
+        self.next_id = self.next_id.max(segment.0.saturating_add(1));
+    }
+
+    fn recover_ref(
+        &mut self,
+        address: ContentAddress,
+        location: &Location,
+        refs: u64,
+    ) -> Result<(), PayloadError> {
+        self.check_recovering()?;
         if let Some(entry) = self.entries.get_mut(&address) {
-            entry.refs += 1;
-            return;
+            entry.refs = entry.refs.saturating_add(refs);
+            return Ok(());
         }
         if let Location::Segment { segment, offset, len } = *location {
-            self.entries.insert(address, Entry { segment, offset, len, refs: 1, verified: false });
+            check_location(&address, location)?;
+            self.note_segment(segment);
+            if refs > 0 {
+                let entry = Entry { segment, offset, len, refs, pending: 0, verified: false };
+                self.entries.insert(address, entry);
+            }
         }
+        Ok(())
+    }
+}
+
+/// Checks a location read from a record: an entry's header at an aligned offset past the
+/// segment header, a length the format allows. Damaged or crafted records fail here, not later.
+fn check_location(address: &ContentAddress, location: &Location) -> Result<(), PayloadError> {
+    let Location::Segment { segment, offset, len } = *location else { return Ok(()) };
+    let aligned = offset.is_multiple_of(format::ENTRY_ALIGN_BYTES);
+    let in_range = (PAYLOAD_SEGMENT_HEADER_BYTES..=format::PAYLOAD_BYTES_LIMIT).contains(&offset);
+    let len_ok = (1..=format::PAYLOAD_BYTES_LIMIT).contains(&len);
+    if aligned && in_range && len_ok {
+        Ok(())
+    } else {
+        Err(PayloadError::BadLocation { address: *address, segment, offset, len })
     }
 }
 

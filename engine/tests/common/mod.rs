@@ -41,29 +41,46 @@ fn wal_options() -> WalOptions {
 /// A reference change, as a WAL record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    Ref { address: ContentAddress, location: Location },
-    Release { address: ContentAddress },
-    Move { address: ContentAddress, to: Location },
+    Ref {
+        address: ContentAddress,
+        location: Location,
+    },
+    Release {
+        address: ContentAddress,
+    },
+    Move {
+        address: ContentAddress,
+        from: Location,
+        to: Location,
+    },
+    /// A reference whose ingest healed a damaged copy: one record, so both or neither land.
+    RefHealed {
+        address: ContentAddress,
+        from: Location,
+        location: Location,
+    },
 }
 
 impl Op {
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(1 + 32 + 24);
-        let (kind, address, location) = match self {
-            Op::Ref { address, location } => (1u8, address, Some(location)),
-            Op::Release { address } => (2, address, None),
-            Op::Move { address, to } => (3, address, Some(to)),
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + 32 + 48);
+        let (kind, address, locations) = match self {
+            Op::Ref { address, location } => (1u8, address, vec![location]),
+            Op::Release { address } => (2, address, vec![]),
+            Op::Move { address, from, to } => (3, address, vec![from, to]),
+            Op::RefHealed { address, from, location } => (4, address, vec![from, location]),
         };
         out.push(kind);
         out.extend_from_slice(&address.0);
-        match location {
-            Some(Location::Segment { segment, offset, len }) => {
-                for n in [segment.0, *offset, *len] {
-                    out.extend_from_slice(&n.to_le_bytes());
-                }
+        for location in locations {
+            let (segment, offset, len) = match location {
+                Location::Segment { segment, offset, len } => (segment.0, *offset, *len),
+                Location::Empty => (0, 0, 0),
+                Location::Inline(_) => panic!("the store never makes inline payloads"),
+            };
+            for n in [segment, offset, len] {
+                out.extend_from_slice(&n.to_le_bytes());
             }
-            Some(Location::Empty) | None => {}
-            Some(Location::Inline(_)) => panic!("the store never makes inline payloads"),
         }
         out
     }
@@ -71,17 +88,15 @@ impl Op {
     fn decode(bytes: &[u8]) -> Op {
         let address = ContentAddress(bytes[1..33].try_into().unwrap());
         let n = |i: usize| u64::from_le_bytes(bytes[33 + 8 * i..41 + 8 * i].try_into().unwrap());
-        let location = || {
-            if bytes.len() > 33 {
-                Location::Segment { segment: SegmentId(n(0)), offset: n(1), len: n(2) }
-            } else {
-                Location::Empty
-            }
+        let location = |k: usize| match n(3 * k + 2) {
+            0 => Location::Empty,
+            len => Location::Segment { segment: SegmentId(n(3 * k)), offset: n(3 * k + 1), len },
         };
         match bytes[0] {
-            1 => Op::Ref { address, location: location() },
+            1 => Op::Ref { address, location: location(0) },
             2 => Op::Release { address },
-            3 => Op::Move { address, to: location() },
+            3 => Op::Move { address, from: location(0), to: location(1) },
+            4 => Op::RefHealed { address, from: location(0), location: location(1) },
             kind => panic!("unknown op {kind}"),
         }
     }
@@ -114,11 +129,15 @@ impl Harness {
             .map_err(|e| format!("wal open: {e}"))?;
         for record in opened.wal.replay(Lsn::FIRST).map_err(|e| format!("replay: {e}"))? {
             let record = record.map_err(|e| format!("replay: {e}"))?;
-            match Op::decode(&record.bytes) {
+            let replayed = match Op::decode(&record.bytes) {
                 Op::Ref { address, location } => store.recover_ref(address, &location),
                 Op::Release { address } => store.recover_release(&address),
-                Op::Move { address, to } => store.recover_move(&address, &to),
-            }
+                Op::Move { address, from, to } => store.recover_move(&address, &from, &to),
+                Op::RefHealed { address, from, location } => store
+                    .recover_move(&address, &from, &location)
+                    .and_then(|()| store.recover_ref(address, &location)),
+            };
+            replayed.map_err(|e| format!("replay: {e}"))?;
         }
         store.finish_recovery().map_err(|e| format!("finish_recovery: {e}"))?;
         Ok(Harness { fs, store, wal: opened.wal })
@@ -132,7 +151,14 @@ impl Harness {
             .ingest(&mut &bytes[..], declared, Expected::default())
             .map_err(|e| format!("ingest: {e}"))?;
         let receipt = pending.receipt().clone();
-        let op = Op::Ref { address: receipt.address, location: receipt.location.clone() };
+        let op = match &receipt.healed_from {
+            None => Op::Ref { address: receipt.address, location: receipt.location.clone() },
+            Some(from) => Op::RefHealed {
+                address: receipt.address,
+                from: from.clone(),
+                location: receipt.location.clone(),
+            },
+        };
         // Known before the record is written: an interrupted append may still land.
         model.bytes.insert(receipt.address, bytes.to_vec());
         model.in_flight = Some(op.clone());
@@ -163,7 +189,8 @@ impl Harness {
     pub fn compact(&self) -> Result<tessera_engine::payload::CompactReport, PayloadError> {
         self.store.compact(|moves| {
             for m in moves {
-                self.wal.append(&Op::Move { address: m.address, to: m.to.clone() }.encode())?;
+                let op = Op::Move { address: m.address, from: m.from.clone(), to: m.to.clone() };
+                self.wal.append(&op.encode())?;
             }
             self.wal.sync()?;
             Ok(())
