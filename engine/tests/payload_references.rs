@@ -23,7 +23,7 @@ use common::*;
 use tessera_engine::payload::{
     ContentAddress, Expected, Location, PayloadError, PayloadStore, SegmentId,
 };
-use tessera_wal::{CrashMode, Fs, OpenMode, SimFs};
+use tessera_wal::{CrashMode, OpenMode, SimFs};
 
 fn root() -> &'static Path {
     Path::new("/data")

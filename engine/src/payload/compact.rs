@@ -170,11 +170,11 @@ impl PayloadStore {
                         .is_some_and(|e| e.location() == m.from && e.refs > 0 && e.pending == 0)
                 })
                 .collect();
-            if !moves.is_empty() {
-                if let Err(source) = hook(&moves) {
-                    // The moves may be durable: keep the copy's file, out of the index.
-                    return Err(PayloadError::CompactionHook { segment: id, source });
-                }
+            if !moves.is_empty()
+                && let Err(source) = hook(&moves)
+            {
+                // The moves may be durable: keep the copy's file, out of the index.
+                return Err(PayloadError::CompactionHook { segment: id, source });
             }
             let mut moved_bytes = 0;
             for m in &moves {

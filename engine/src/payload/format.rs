@@ -28,6 +28,9 @@ pub const PAYLOAD_FORMAT_VERSION: u32 = 1;
 pub const PAYLOAD_SEGMENT_HEADER_BYTES: u64 = 32;
 /// docs/format.md §8: size of an entry header.
 pub const ENTRY_HEADER_BYTES: u64 = 48;
+/// [`ENTRY_HEADER_BYTES`] as an array length.
+pub const ENTRY_HEADER_LEN: usize = 48;
+const _: () = assert!(ENTRY_HEADER_LEN as u64 == ENTRY_HEADER_BYTES);
 /// Entries start at multiples of this.
 pub const ENTRY_ALIGN_BYTES: u64 = 8;
 /// The largest payload the format can describe (1 TiB); the store's configured limit is lower.

@@ -343,7 +343,7 @@ impl Inner {
             let location = entry.location();
             drop(state);
             // Best effort: no valid header is left at the segment's end for a scan to find.
-            let _ = claim.file.write_all_at(&[0; ENTRY_HEADER_BYTES as usize], claim.start);
+            let _ = claim.file.write_all_at(&[0; format::ENTRY_HEADER_LEN], claim.start);
             self.give_back(claim.id, claim.start, false);
             return Ok(Live::Here(location));
         }
