@@ -18,12 +18,11 @@
 
 use std::error::Error as StdError;
 
-use sha2::{Digest as _, Sha256};
-
 use crate::payload::address::{ContentAddress, Location, SegmentId};
-use crate::payload::error::{PayloadCorruption, PayloadError};
+use crate::payload::error::PayloadError;
 use crate::payload::format::{self, ENTRY_HEADER_BYTES, PAYLOAD_SEGMENT_HEADER_BYTES};
-use crate::payload::{Entry, INGEST_CHUNK_BYTES, PayloadStore, Segment};
+use crate::payload::read::hash_payload;
+use crate::payload::{Entry, PayloadStore, Segment};
 
 /// A payload moved by compaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -220,28 +219,10 @@ fn copy_entry(
     to_path: &std::path::Path,
     to_offset: u64,
 ) -> Result<(), PayloadError> {
-    let corrupt = |reason| PayloadError::Corrupt {
-        path: from_path.to_path_buf(),
-        offset_bytes: offset,
-        reason,
-    };
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; INGEST_CHUNK_BYTES.min(usize::try_from(len).unwrap_or(usize::MAX))];
-    let mut done = 0u64;
-    while done < len {
-        let n = usize::try_from(len - done).unwrap_or(usize::MAX).min(buf.len());
-        let chunk = buf.get_mut(..n).unwrap_or(&mut []);
-        let at = offset + ENTRY_HEADER_BYTES + done;
-        from.read_exact_at(chunk, at).map_err(|e| PayloadError::io(from_path, "read", e))?;
-        hasher.update(&*chunk);
+    hash_payload(from, from_path, offset, len, address, |done, chunk| {
         let target = to_offset + ENTRY_HEADER_BYTES + done;
-        to.write_all_at(chunk, target).map_err(|e| PayloadError::io(to_path, "write", e))?;
-        done += n as u64;
-    }
-    let computed = ContentAddress(hasher.finalize().into());
-    if computed != *address {
-        return Err(corrupt(PayloadCorruption::Sha256Mismatch { address: *address, computed }));
-    }
+        to.write_all_at(chunk, target).map_err(|e| PayloadError::io(to_path, "write", e))
+    })?;
     let header = format::encode_entry_header(len, address);
     to.write_all_at(&header, to_offset).map_err(|e| PayloadError::io(to_path, "write", e))
 }

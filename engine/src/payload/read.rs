@@ -224,6 +224,19 @@ pub(crate) fn verify_entry(
             expected: format!("{len} bytes, {address}"),
         }));
     }
+    hash_payload(file, path, offset, len, address, |_, _| Ok(()))
+}
+
+/// Reads the payload of the entry at `offset` chunk by chunk, hands each chunk (with its
+/// position in the payload) to `each`, and checks the whole against its SHA-256.
+pub(crate) fn hash_payload(
+    file: &dyn FsFile,
+    path: &std::path::Path,
+    offset: u64,
+    len: u64,
+    address: &ContentAddress,
+    mut each: impl FnMut(u64, &[u8]) -> Result<(), PayloadError>,
+) -> Result<(), PayloadError> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; INGEST_CHUNK_BYTES.min(usize::try_from(len).unwrap_or(usize::MAX))];
     let mut done = 0u64;
@@ -233,11 +246,17 @@ pub(crate) fn verify_entry(
         let at = offset + ENTRY_HEADER_BYTES + done;
         file.read_exact_at(chunk, at).map_err(|e| PayloadError::io(path, "read", e))?;
         hasher.update(&*chunk);
+        each(done, chunk)?;
         done += n as u64;
     }
     let computed = ContentAddress(hasher.finalize().into());
     if computed != *address {
-        return Err(corrupt(PayloadCorruption::Sha256Mismatch { address: *address, computed }));
+        let reason = PayloadCorruption::Sha256Mismatch { address: *address, computed };
+        return Err(PayloadError::Corrupt {
+            path: path.to_path_buf(),
+            offset_bytes: offset,
+            reason,
+        });
     }
     Ok(())
 }

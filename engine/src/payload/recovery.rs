@@ -15,6 +15,7 @@ use tessera_wal::{Fs, OpenMode};
 use crate::payload::address::{ContentAddress, Location, SegmentId};
 use crate::payload::error::{PayloadCorruption, PayloadError};
 use crate::payload::format::{self, PAYLOAD_SEGMENT_HEADER_BYTES};
+use crate::payload::segments::check_segment_file;
 use crate::payload::{Entry, Inner, PayloadOptions, PayloadStore, Segment, State};
 
 /// What `finish_recovery` did.
@@ -233,16 +234,7 @@ fn check_location(address: &ContentAddress, location: &Location) -> Result<(), P
 
 fn open_segment(fs: &dyn Fs, path: &Path, id: SegmentId) -> Result<Segment, PayloadError> {
     let file = fs.open(path, OpenMode::ReadWrite).map_err(|e| PayloadError::io(path, "open", e))?;
-    let len = file.len().map_err(|e| PayloadError::io(path, "len", e))?;
-    let mut header = [0u8; 32];
-    let available = usize::try_from(len).unwrap_or(usize::MAX).min(header.len());
-    let buf = header.get_mut(..available).unwrap_or(&mut []);
-    file.read_exact_at(buf, 0).map_err(|e| PayloadError::io(path, "read", e))?;
-    format::check_segment_header(buf, id).map_err(|reason| PayloadError::Corrupt {
-        path: path.to_path_buf(),
-        offset_bytes: 0,
-        reason,
-    })?;
+    let len = check_segment_file(&*file, path, id)?;
     Ok(Segment {
         file: Arc::from(file),
         path: path.to_path_buf(),

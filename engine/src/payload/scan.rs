@@ -10,6 +10,7 @@ use crate::payload::address::{ContentAddress, SegmentId};
 use crate::payload::error::{PayloadCorruption, PayloadError};
 use crate::payload::format::{self, ENTRY_HEADER_BYTES, PAYLOAD_SEGMENT_HEADER_BYTES};
 use crate::payload::read::verify_entry;
+use crate::payload::segments::check_segment_file;
 
 /// An entry found by a scan.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,16 +45,7 @@ pub fn scan_segment(
     check: bool,
 ) -> Result<SegmentScan, PayloadError> {
     let file = fs.open(path, OpenMode::Read).map_err(|e| PayloadError::io(path, "open", e))?;
-    let file_bytes = file.len().map_err(|e| PayloadError::io(path, "len", e))?;
-    let mut header = [0u8; 32];
-    let available = usize::try_from(file_bytes).unwrap_or(usize::MAX).min(header.len());
-    let buf = header.get_mut(..available).unwrap_or(&mut []);
-    file.read_exact_at(buf, 0).map_err(|e| PayloadError::io(path, "read", e))?;
-    format::check_segment_header(buf, id).map_err(|reason| PayloadError::Corrupt {
-        path: path.to_path_buf(),
-        offset_bytes: 0,
-        reason,
-    })?;
+    let file_bytes = check_segment_file(&*file, path, id)?;
     let mut entries = Vec::new();
     let mut offset = PAYLOAD_SEGMENT_HEADER_BYTES;
     while offset + ENTRY_HEADER_BYTES <= file_bytes {

@@ -104,3 +104,23 @@ pub(crate) fn on<'p>(
 ) -> impl FnOnce(std::io::Error) -> PayloadError + 'p {
     move |source| PayloadError::io(path, op, source)
 }
+
+/// Reads and checks a segment file's header against its id; returns the file's length.
+pub(crate) fn check_segment_file(
+    file: &dyn FsFile,
+    path: &std::path::Path,
+    id: SegmentId,
+) -> Result<u64, PayloadError> {
+    let len = file.len().map_err(on(path, "len"))?;
+    let mut header = [0u8; 32];
+    const _: () = assert!(PAYLOAD_SEGMENT_HEADER_BYTES == 32);
+    let available = usize::try_from(len).unwrap_or(usize::MAX).min(header.len());
+    let buf = header.get_mut(..available).unwrap_or(&mut []);
+    file.read_exact_at(buf, 0).map_err(on(path, "read"))?;
+    format::check_segment_header(buf, id).map_err(|reason| PayloadError::Corrupt {
+        path: path.to_path_buf(),
+        offset_bytes: 0,
+        reason,
+    })?;
+    Ok(len)
+}
