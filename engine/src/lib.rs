@@ -1,6 +1,41 @@
-//! Tessera's engine. For now: the payload store, where part bytes live in content-addressed
-//! segment files ([`payload`]). The multipart state machine is built on it next.
+//! Tessera's engine: the S3 multipart state machine on the write-ahead log ([`Engine`]), and
+//! the payload store where part bytes live in content-addressed segment files ([`payload`]).
+//!
+//! Every transition (create, part, complete, abort, expire, and the bucket and object
+//! operations) is one WAL record, acknowledged only once durable and visible to readers only
+//! once durable. Opening recovers from the newest checkpoint and the log after it.
 
 #![cfg_attr(test, allow(clippy::cast_possible_truncation))]
 
+mod checksum_combine;
+pub mod clock;
+pub mod config;
+mod engine;
+pub mod error;
+pub mod events;
+mod lock;
+pub mod model;
+pub mod names;
 pub mod payload;
+pub mod record;
+mod snapshot;
+pub mod state;
+
+pub use crate::clock::{Clock, ManualClock, SystemClock};
+pub use crate::config::EngineConfig;
+pub use crate::engine::{
+    Aborted, Completion, Engine, ExpiryReport, ObjectPut, ObjectReader, PAYLOAD_DIR, PartCopy,
+    PartStored, PartUpload, Stats, WAL_DIR,
+};
+pub use crate::error::EngineError;
+pub use crate::events::{Event, EventKind, Subscription, SubscriptionError};
+pub use crate::lock::LOCK_FILE_NAME;
+pub use crate::model::{
+    AbortReason, BucketInfo, ChecksumSpec, ChecksumType, Etag, ObjectChecksum, ObjectInfo,
+    ObjectMeta, PartInfo, UploadId, UploadInfo,
+};
+pub use crate::record::CompletePart;
+pub use crate::state::{
+    ListObjects, ListParts, ListUploads, ObjectSummary, ObjectsPage, PartsPage, UploadSummary,
+    UploadsPage,
+};

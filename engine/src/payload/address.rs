@@ -4,7 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 
 /// A payload's content address: the SHA-256 of its bytes.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ContentAddress(pub [u8; 32]);
 
 impl ContentAddress {
@@ -28,7 +30,9 @@ impl fmt::Debug for ContentAddress {
 }
 
 /// Identifies a payload segment file (`{id:020}.seg`); ids only grow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct SegmentId(pub u64);
 
 impl fmt::Display for SegmentId {
@@ -38,7 +42,7 @@ impl fmt::Display for SegmentId {
 }
 
 /// Where a payload's bytes are.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Location {
     /// Zero bytes: stored nowhere.
     Empty,

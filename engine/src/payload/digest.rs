@@ -8,7 +8,9 @@ use sha2::{Digest as _, Sha256};
 use crate::payload::address::ContentAddress;
 
 /// The additional checksums S3 defines (`x-amz-checksum-*`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum ChecksumAlgorithm {
     /// CRC-32 (IEEE).
     Crc32,
@@ -45,7 +47,7 @@ impl ChecksumAlgorithm {
 }
 
 /// A checksum value: the digest's bytes, big-endian for the CRCs (as S3 base64-encodes them).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Checksum {
     /// Which algorithm.
     pub algorithm: ChecksumAlgorithm,

@@ -247,7 +247,7 @@ impl Drop for IngestWriter {
     }
 }
 
-fn check_expected(expected: &Expected, digests: &Digests) -> Result<(), PayloadError> {
+pub(crate) fn check_expected(expected: &Expected, digests: &Digests) -> Result<(), PayloadError> {
     if let Some(md5) = expected.md5.filter(|md5| *md5 != digests.md5) {
         return Err(PayloadError::BadDigest {
             algorithm: "MD5",

@@ -46,9 +46,11 @@ pub use self::address::{ContentAddress, Location, SegmentId};
 #[cfg(feature = "tokio")]
 pub use self::async_io::AsyncPayloadReader;
 pub use self::compact::{CompactReport, HookError, Move};
+pub(crate) use self::digest::Digester;
 pub use self::digest::{Checksum, ChecksumAlgorithm, Digests, Expected};
 pub use self::error::{PayloadCorruption, PayloadError};
 pub use self::format::{ENTRY_HEADER_BYTES, PAYLOAD_SEGMENT_HEADER_BYTES};
+pub(crate) use self::ingest::check_expected;
 pub use self::ingest::{IngestWriter, Pending, Receipt};
 pub use self::read::{PayloadReader, VerifyReport};
 pub use self::recovery::RecoveryReport;

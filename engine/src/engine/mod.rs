@@ -1,0 +1,396 @@
+//! The engine: the state machine on the log, and the payload store beside it.
+//!
+//! Commit path (DESIGN.md's invariants 1 and 2): a caller checks its request against the state,
+//! ingests its payload (synced) if it has one, appends its transition to the log and queues it,
+//! waits until the log has made it durable, then applies every queued transition that is
+//! durable, in LSN order, under the state's write lock. Readers see a transition only once it is
+//! applied, so only once it is durable; and since transitions apply in LSN order, conflicts are
+//! decided in commit order, the same way replay decides them after a crash.
+
+mod buckets;
+mod objects;
+mod read;
+mod recover;
+mod uploads;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+use tessera_wal::{Fs, Lsn, StdFs, Wal};
+use tokio::sync::broadcast;
+
+use crate::config::EngineConfig;
+use crate::error::EngineError;
+use crate::events::{Event, Subscription};
+use crate::lock::DirLock;
+use crate::model::{AbortReason, UploadId};
+use crate::payload::{CompactReport, Location, PayloadStore, Pending};
+use crate::record::{self, MoveRecord, Op, Transition};
+use crate::state::{Effect, Outcome, State};
+use crate::{events, snapshot};
+
+pub use self::objects::ObjectPut;
+pub use self::read::ObjectReader;
+pub use self::uploads::{Aborted, Completion, PartCopy, PartStored, PartUpload};
+
+/// The log's subdirectory.
+pub const WAL_DIR: &str = "wal";
+/// The payload store's subdirectory.
+pub const PAYLOAD_DIR: &str = "payload";
+/// The actor named on transitions the engine makes itself (compaction).
+pub const SYSTEM_ACTOR: &str = "tessera";
+
+/// A transition appended to the log, waiting to be applied once durable.
+struct Queued {
+    lsn: u64,
+    transition: Transition,
+    /// The reference its payload holds until the transition applies (or fails).
+    pending: Option<Pending>,
+}
+
+/// The state, and the outcomes of applied transitions not yet collected by their callers.
+struct Core {
+    state: State,
+    outcomes: HashMap<u64, Result<Outcome, EngineError>>,
+}
+
+/// The multipart engine. `Send + Sync`: share it (`Arc<Engine>`) between threads.
+pub struct Engine {
+    dir: PathBuf,
+    config: EngineConfig,
+    wal: Wal,
+    payload: PayloadStore,
+    core: RwLock<Core>,
+    /// Appended transitions in LSN order (the append and the push happen under this lock).
+    queue: Mutex<VecDeque<Queued>>,
+    events: broadcast::Sender<Arc<Event>>,
+    /// One checkpoint (or compaction) at a time.
+    maintenance: Mutex<()>,
+    wal_bytes_since_checkpoint: AtomicU64,
+    wal_bytes_total: AtomicU64,
+    checkpoint_lsn: AtomicU64,
+    _lock: Option<DirLock>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+/// What [`Engine::expire_due`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExpiryReport {
+    /// Uploads expired.
+    pub uploads: u64,
+    /// Their parts' bytes, released.
+    pub bytes_freed: u64,
+}
+
+/// What the engine holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Buckets.
+    pub buckets: u64,
+    /// Uploads in progress.
+    pub live_uploads: u64,
+    /// Their parts.
+    pub parts: u64,
+    /// Objects.
+    pub objects: u64,
+    /// Payload-store bytes of live entries.
+    pub payload_live_bytes: u64,
+    /// Payload-store bytes no live entry uses (for compaction).
+    pub payload_dead_bytes: u64,
+    /// Payload-store segment files.
+    pub payload_segments: u64,
+    /// Record bytes logged since the engine opened.
+    pub wal_bytes: u64,
+    /// Record bytes logged since the last checkpoint.
+    pub wal_bytes_since_checkpoint: u64,
+    /// The newest checkpoint's LSN (0: none).
+    pub checkpoint_lsn: u64,
+    /// The last LSN applied.
+    pub applied_lsn: u64,
+}
+
+impl Engine {
+    /// Opens (or creates) the engine in `dir` on the real file system: takes the directory's
+    /// lock, recovers from the newest valid checkpoint and the log after it.
+    pub fn open(dir: impl Into<PathBuf>, config: EngineConfig) -> Result<Engine, EngineError> {
+        let dir = dir.into();
+        let lock = DirLock::acquire(&dir)?;
+        Engine::open_inner(Arc::new(StdFs), dir, config, Some(lock))
+    }
+
+    /// Opens the engine on any file system (the simulator, in tests). Takes no OS lock: the
+    /// caller keeps other openers away.
+    pub fn open_with_fs(
+        fs: Arc<dyn Fs>,
+        dir: impl Into<PathBuf>,
+        config: EngineConfig,
+    ) -> Result<Engine, EngineError> {
+        Engine::open_inner(fs, dir.into(), config, None)
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The payload store (for verification and inspection).
+    pub fn payload_store(&self) -> &PayloadStore {
+        &self.payload
+    }
+
+    /// The log.
+    pub fn wal(&self) -> &Wal {
+        &self.wal
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.config.clock.now_ms()
+    }
+
+    /// Reads the state (as of the last applied transition).
+    pub(crate) fn read_state<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.core.read().state)
+    }
+
+    /// Makes a transition: appends it, waits until it is durable, applies it in LSN order, and
+    /// returns its outcome. `pending` is the reference its payload holds; it is committed if the
+    /// transition applies, released if not.
+    pub(crate) fn commit(
+        &self,
+        transition: Transition,
+        pending: Option<Pending>,
+    ) -> Result<Outcome, EngineError> {
+        let bytes = record::encode(&transition);
+        let lsn = {
+            let mut queue = self.queue.lock();
+            let lsn = self.wal.append(&bytes)?;
+            queue.push_back(Queued { lsn: lsn.0, transition, pending });
+            lsn
+        };
+        let logged = bytes.len() as u64;
+        self.wal_bytes_total.fetch_add(logged, Ordering::Relaxed);
+        let since = self.wal_bytes_since_checkpoint.fetch_add(logged, Ordering::Relaxed) + logged;
+        if let Err(e) = self.wal.wait_durable(lsn) {
+            // Never durable (the log is poisoned): nobody applies it.
+            self.queue.lock().retain(|q| q.lsn != lsn.0);
+            return Err(e.into());
+        }
+        let outcome = self.apply_durable(lsn.0);
+        if since >= self.config.checkpoint_wal_bytes
+            && let Some(_one) = self.maintenance.try_lock()
+            && let Err(e) = self.checkpoint_locked()
+        {
+            tracing::warn!(error = %e, "automatic checkpoint failed");
+        }
+        outcome
+    }
+
+    /// Applies every queued transition that is durable, in LSN order, and returns the outcome
+    /// of the one at `mine` (which is durable).
+    fn apply_durable(&self, mine: u64) -> Result<Outcome, EngineError> {
+        let mut core = self.core.write();
+        let durable = self.wal.lsn_durable().0;
+        loop {
+            let next = {
+                let mut queue = self.queue.lock();
+                match queue.front() {
+                    Some(front) if front.lsn <= durable => queue.pop_front(),
+                    _ => None,
+                }
+            };
+            let Some(Queued { lsn, transition, pending }) = next else { break };
+            let subject = events::subject(&core.state, &transition);
+            let result = core.state.apply(lsn, &transition);
+            let result = result.map(|applied| {
+                self.run_effects(&applied.effects, pending);
+                applied.outcome
+            });
+            self.publish(lsn, &transition, subject, &result);
+            core.outcomes.insert(lsn, result);
+        }
+        // Whoever popped `mine` applied it under this lock, before this thread got it.
+        core.outcomes.remove(&mine).unwrap_or_else(|| {
+            Err(EngineError::InvalidRequest { reason: format!("no outcome for LSN {mine}") })
+        })
+    }
+
+    /// Carries out an applied transition's payload effects (live: moves were made already).
+    fn run_effects(&self, effects: &[Effect], mut pending: Option<Pending>) {
+        for effect in effects {
+            let result = match effect {
+                Effect::KeepOwn => {
+                    if let Some(own) = pending.take() {
+                        own.commit();
+                    }
+                    Ok(())
+                }
+                Effect::AddRef(address) => self.payload.add_ref(address),
+                Effect::Release(address) => self.payload.release(address),
+                Effect::Move(_) => Ok(()),
+            };
+            if let Err(e) = result {
+                // The state and the store disagree; the state is what the log says. Recovery
+                // rebuilds the store's counts from the log.
+                tracing::error!(error = %e, ?effect, "payload reference not updated");
+            }
+        }
+    }
+
+    fn publish(
+        &self,
+        lsn: u64,
+        transition: &Transition,
+        subject: events::Subject,
+        result: &Result<Outcome, EngineError>,
+    ) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        let event = events::event(lsn, transition, subject, result);
+        // No receiver is not an error: events are for whoever listens.
+        let _ = self.events.send(Arc::new(event));
+    }
+
+    /// A stream of the transitions committed from now on, in LSN order, each published once it
+    /// is durable. A subscriber that falls more than `events_capacity` behind gets
+    /// [`crate::SubscriptionError::Lagged`] and then the newer events.
+    pub fn subscribe(&self) -> Subscription {
+        Subscription { receiver: self.events.subscribe() }
+    }
+
+    /// Takes a checkpoint now: the state at the last applied LSN and the payload store's
+    /// references, written atomically; then retires the log segments it covers. Returns the
+    /// checkpoint's LSN, or `None` if nothing changed since the last one.
+    pub fn checkpoint(&self) -> Result<Option<u64>, EngineError> {
+        let _one = self.maintenance.lock();
+        self.checkpoint_locked()
+    }
+
+    fn checkpoint_locked(&self) -> Result<Option<u64>, EngineError> {
+        let (lsn, blob) = {
+            let core = self.core.read();
+            let lsn = core.state.applied_lsn;
+            if lsn <= self.checkpoint_lsn.load(Ordering::Acquire) {
+                return Ok(None);
+            }
+            // The payload snapshot is taken under the state's read lock: no transition applies
+            // meanwhile, so its references are exactly those of the state at `lsn` (moves
+            // recorded after `lsn` may show; replay re-applies them as no-ops).
+            let payloads = self.payload.snapshot();
+            (lsn, snapshot::encode(&core.state, &payloads)?)
+        };
+        let since_before = self.wal_bytes_since_checkpoint.swap(0, Ordering::Relaxed);
+        if let Err(e) = self.wal.write_checkpoint(Lsn(lsn), &blob) {
+            self.wal_bytes_since_checkpoint.fetch_add(since_before, Ordering::Relaxed);
+            return Err(e.into());
+        }
+        self.checkpoint_lsn.store(lsn, Ordering::Release);
+        self.wal.retire_segments(|_| Ok(()))?;
+        Ok(Some(lsn))
+    }
+
+    /// Compacts the payload segments whose live fraction fell below the configured threshold;
+    /// each segment's moves are logged (durably) before the old copies can go.
+    pub fn compact(&self) -> Result<CompactReport, EngineError> {
+        let _one = self.maintenance.lock();
+        let report = self.payload.compact(|moves| {
+            let moves = moves
+                .iter()
+                .filter_map(|m| match (&m.from, &m.to) {
+                    (
+                        Location::Segment { segment: from, offset: from_offset, len },
+                        Location::Segment { segment: to, offset: to_offset, .. },
+                    ) => Some(MoveRecord {
+                        address: m.address,
+                        len: *len,
+                        from: (*from, *from_offset),
+                        to: (*to, *to_offset),
+                    }),
+                    _ => None,
+                })
+                .collect();
+            let transition = Transition {
+                time_ms: self.now_ms(),
+                actor: SYSTEM_ACTOR.to_owned(),
+                op: Op::Moves { moves },
+            };
+            // Not queued: the store makes the moves itself once this returns, and applying the
+            // record changes no state. (Going through the queue would deadlock: appliers take
+            // the store's lock, which compaction holds here.)
+            self.wal.append_durable(&record::encode(&transition))?;
+            Ok(())
+        })?;
+        Ok(report)
+    }
+
+    /// Aborts every upload whose expiry has passed, each as its own transition (reason
+    /// "expired"). Returns how many, and the bytes their parts held.
+    pub fn expire_due(&self) -> Result<ExpiryReport, EngineError> {
+        let now_ms = self.now_ms();
+        let due: Vec<UploadId> = self.read_state(|state| {
+            state
+                .expiry
+                .iter()
+                .take_while(|(at_ms, _)| *at_ms <= now_ms)
+                .map(|(_, id)| *id)
+                .collect()
+        });
+        let mut report = ExpiryReport::default();
+        for upload_id in due {
+            let transition = Transition {
+                time_ms: self.now_ms(),
+                actor: SYSTEM_ACTOR.to_owned(),
+                op: Op::Abort { upload_id, reason: AbortReason::Expired, expected_version: None },
+            };
+            match self.commit(transition, None) {
+                Ok(Outcome::Aborted { bytes, .. }) => {
+                    report.uploads += 1;
+                    report.bytes_freed += bytes;
+                }
+                // Completed, aborted or extended meanwhile: not due after all.
+                Ok(_) | Err(EngineError::NoSuchUpload { .. } | EngineError::NotDue { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(report)
+    }
+
+    /// What the engine holds.
+    pub fn stats(&self) -> Stats {
+        let space = self.payload.space();
+        let core = self.core.read();
+        let state = &core.state;
+        Stats {
+            buckets: state.buckets.len() as u64,
+            live_uploads: state.uploads.len() as u64,
+            parts: state.part_count,
+            objects: state.object_count,
+            payload_live_bytes: space.live_bytes,
+            payload_dead_bytes: space.file_bytes.saturating_sub(space.live_bytes),
+            payload_segments: space.segments,
+            wal_bytes: self.wal_bytes_total.load(Ordering::Relaxed),
+            wal_bytes_since_checkpoint: self.wal_bytes_since_checkpoint.load(Ordering::Relaxed),
+            checkpoint_lsn: self.checkpoint_lsn.load(Ordering::Relaxed),
+            applied_lsn: state.applied_lsn,
+        }
+    }
+
+    /// Whether a failed write or fsync poisoned the log (then every write fails until a
+    /// reopen; reads go on).
+    pub fn poisoned(&self) -> Option<String> {
+        self.wal.poisoned().map(|cause| cause.to_string())
+    }
+}

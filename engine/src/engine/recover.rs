@@ -1,0 +1,120 @@
+//! Opening: the newest valid checkpoint, then every durable record after it, applied as they
+//! were live; then the payload store cuts what no committed record references.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use parking_lot::{Mutex, RwLock};
+use tessera_wal::{Fs, Lsn, Wal};
+use tokio::sync::broadcast;
+
+use crate::config::EngineConfig;
+use crate::engine::{Core, Engine, PAYLOAD_DIR, WAL_DIR};
+use crate::error::EngineError;
+use crate::lock::DirLock;
+use crate::payload::{Location, PayloadStore};
+use crate::record::{self, Op, PayloadRecord, Transition};
+use crate::state::{Effect, State};
+use crate::{record::MoveRecord, snapshot};
+
+impl Engine {
+    pub(super) fn open_inner(
+        fs: Arc<dyn Fs>,
+        dir: PathBuf,
+        config: EngineConfig,
+        lock: Option<DirLock>,
+    ) -> Result<Engine, EngineError> {
+        config.validate()?;
+        let opened = Wal::open(Arc::clone(&fs), dir.join(WAL_DIR), config.wal.clone())?;
+        let wal = opened.wal;
+        let payload =
+            PayloadStore::open(Arc::clone(&fs), dir.join(PAYLOAD_DIR), config.payload.clone())?;
+        let (mut state, checkpoint_lsn) = match &opened.checkpoint {
+            Some(checkpoint) => {
+                let image = snapshot::decode(checkpoint.lsn.0, &checkpoint.blob)?;
+                for (address, location, refs) in &image.payloads {
+                    payload.restore_entry(*address, location, *refs)?;
+                }
+                (image.state, checkpoint.lsn.0)
+            }
+            None => (State::default(), 0),
+        };
+        let mut replayed = 0u64;
+        for record in wal.replay(Lsn(checkpoint_lsn).next())? {
+            let record = record?;
+            let transition = record::decode(record.lsn.0, &record.bytes)?;
+            if let Ok(applied) = state.apply(record.lsn.0, &transition) {
+                recover_effects(&payload, &transition, &applied.effects)?;
+            }
+            replayed += 1;
+        }
+        let payload_report = payload.finish_recovery()?;
+        tracing::info!(
+            checkpoint_lsn,
+            replayed,
+            applied_lsn = state.applied_lsn,
+            uploads = state.uploads.len(),
+            ?payload_report,
+            "engine recovered"
+        );
+        let (events, _) = broadcast::channel(config.events_capacity);
+        Ok(Engine {
+            dir,
+            config,
+            wal,
+            payload,
+            core: RwLock::new(Core { state, outcomes: HashMap::new() }),
+            queue: Mutex::new(VecDeque::new()),
+            events,
+            maintenance: Mutex::new(()),
+            wal_bytes_since_checkpoint: AtomicU64::new(0),
+            wal_bytes_total: AtomicU64::new(0),
+            checkpoint_lsn: AtomicU64::new(checkpoint_lsn),
+            _lock: lock,
+        })
+    }
+}
+
+fn segment_location(at: (crate::payload::SegmentId, u64), len: u64) -> Location {
+    Location::Segment { segment: at.0, offset: at.1, len }
+}
+
+/// Replays a transition's payload effects into the store, as the live path made them.
+fn recover_effects(
+    payload: &PayloadStore,
+    transition: &Transition,
+    effects: &[Effect],
+) -> Result<(), EngineError> {
+    for effect in effects {
+        match effect {
+            Effect::KeepOwn => {
+                let part = match &transition.op {
+                    Op::PutPart { part, .. } | Op::PutObject { part, .. } => part,
+                    _ => continue,
+                };
+                if let PayloadRecord::Stored { address, segment, offset, healed_from } =
+                    &part.payload
+                {
+                    let to = segment_location((*segment, *offset), part.size_bytes);
+                    if let Some(from) = healed_from {
+                        payload.recover_move(
+                            address,
+                            &segment_location(*from, part.size_bytes),
+                            &to,
+                        )?;
+                    }
+                    payload.recover_ref(*address, &to)?;
+                }
+            }
+            Effect::AddRef(address) => payload.recover_ref(*address, &Location::Empty)?,
+            Effect::Release(address) => payload.recover_release(address)?,
+            Effect::Move(MoveRecord { address, len, from, to }) => {
+                let from = segment_location(*from, *len);
+                payload.recover_move(address, &from, &segment_location(*to, *len))?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! The engine's state: buckets, uploads in progress, objects, and the transitions that change
+//! them. [`State::apply`] is deterministic: applying the same records to the same state gives
+//! the same state and the same outcomes, whether live or during recovery.
+
+mod apply;
+mod listing;
+
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    BucketInfo, Etag, ObjectChecksum, ObjectInfo, ObjectMeta, PartInfo, UploadId, UploadInfo,
+};
+use crate::payload::{Checksum, ContentAddress, SegmentId};
+
+pub use self::apply::{Applied, Effect, Outcome};
+pub use self::listing::{
+    ListObjects, ListParts, ListUploads, ObjectSummary, ObjectsPage, PAGE_ENTRIES_MAX, PartsPage,
+    UploadSummary, UploadsPage,
+};
+
+/// An object key (or a bucket's key index entry): UTF-8, ordered by its bytes. It borrows as
+/// bytes so that a listing can seek to a byte string that is not itself a valid key (the first
+/// key after every key under a prefix).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Key(pub Arc<str>);
+
+impl Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+/// Where a part's bytes are.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PartData {
+    /// Zero bytes.
+    Empty,
+    /// In the payload store, holding one reference.
+    Stored(ContentAddress),
+    /// Carried in memory (it arrived inline in its record).
+    Inline(ContentAddress, Arc<[u8]>),
+}
+
+impl PartData {
+    /// The payload-store address this part holds a reference on, if any.
+    pub fn stored(&self) -> Option<&ContentAddress> {
+        match self {
+            PartData::Stored(address) => Some(address),
+            _ => None,
+        }
+    }
+}
+
+/// A part of an upload or of an object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    /// 1..=10000.
+    pub number: u16,
+    /// Length.
+    pub size_bytes: u64,
+    /// MD5 of the bytes.
+    pub md5: [u8; 16],
+    /// The additional checksum, if any.
+    pub checksum: Option<Box<Checksum>>,
+    /// When uploaded.
+    pub time_ms: u64,
+    /// The bytes.
+    pub data: PartData,
+}
+
+impl Part {
+    /// As the API shows it.
+    pub fn info(&self) -> PartInfo {
+        PartInfo {
+            part_number: u32::from(self.number),
+            size_bytes: self.size_bytes,
+            etag: Etag { md5: self.md5, parts: None },
+            checksum: self.checksum.as_deref().cloned(),
+            last_modified_ms: self.time_ms,
+        }
+    }
+}
+
+/// An upload in progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upload {
+    /// Its bucket.
+    pub bucket: Arc<str>,
+    /// Its key.
+    pub key: Key,
+    /// Who created it.
+    pub owner: Arc<str>,
+    /// When.
+    pub initiated_ms: u64,
+    /// Expiry by TTL, extended by activity.
+    pub ttl_expires_ms: u64,
+    /// Abort date by the bucket's lifecycle rule.
+    pub abort_ms: Option<u64>,
+    /// Bumped by every transition on it.
+    pub version: u64,
+    /// What the object will carry.
+    pub meta: Arc<ObjectMeta>,
+    /// Its parts, by ascending number.
+    pub parts: Vec<Part>,
+}
+
+impl Upload {
+    /// When it expires: the TTL or the lifecycle rule, whichever comes first.
+    pub fn expires_ms(&self) -> u64 {
+        self.abort_ms.map_or(self.ttl_expires_ms, |abort| abort.min(self.ttl_expires_ms))
+    }
+
+    /// As the API shows it.
+    pub fn info(&self, upload_id: UploadId) -> UploadInfo {
+        UploadInfo {
+            upload_id,
+            bucket: self.bucket.to_string(),
+            key: self.key.0.to_string(),
+            owner: self.owner.to_string(),
+            initiated_ms: self.initiated_ms,
+            expires_ms: self.expires_ms(),
+            abort_ms: self.abort_ms,
+            version: self.version,
+            meta: ObjectMeta::clone(&self.meta),
+        }
+    }
+
+    /// Its part with this number.
+    pub fn part(&self, number: u32) -> Option<&Part> {
+        let number = u16::try_from(number).ok()?;
+        let index = self.parts.binary_search_by_key(&number, |p| p.number).ok()?;
+        self.parts.get(index)
+    }
+}
+
+/// An object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Object {
+    /// Length.
+    pub size_bytes: u64,
+    /// ETag.
+    pub etag: Etag,
+    /// When written.
+    pub last_modified_ms: u64,
+    /// Metadata.
+    pub meta: Arc<ObjectMeta>,
+    /// The additional checksum.
+    pub checksum: Option<ObjectChecksum>,
+    /// Its parts in order (one for a single PUT).
+    pub parts: Vec<Part>,
+    /// The upload it was completed from.
+    pub upload_id: Option<UploadId>,
+}
+
+impl Object {
+    /// As the API shows it.
+    pub fn info(&self, bucket: &str, key: &str) -> ObjectInfo {
+        ObjectInfo {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            size_bytes: self.size_bytes,
+            etag: self.etag,
+            last_modified_ms: self.last_modified_ms,
+            meta: ObjectMeta::clone(&self.meta),
+            checksum: self.checksum.clone(),
+            parts_count: self
+                .upload_id
+                .map(|_| u32::try_from(self.parts.len()).unwrap_or(u32::MAX)),
+            upload_id: self.upload_id,
+        }
+    }
+}
+
+/// A bucket: its objects and the index of its uploads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bucket {
+    /// Its name (shared with its uploads).
+    pub name: Arc<str>,
+    /// When created.
+    pub created_ms: u64,
+    /// `AbortIncompleteMultipartUpload.DaysAfterInitiation`.
+    pub abort_after_days: Option<u32>,
+    /// The length of a day for that rule.
+    pub day_ms: u64,
+    /// Objects by key.
+    pub objects: BTreeMap<Key, Object>,
+    /// Uploads in progress by key, each key's by (initiation time, id).
+    pub uploads: BTreeMap<Key, Vec<UploadId>>,
+    /// Uploads in progress.
+    pub upload_count: u64,
+}
+
+impl Bucket {
+    /// As the API shows it.
+    pub fn info(&self) -> BucketInfo {
+        BucketInfo {
+            name: self.name.to_string(),
+            created_ms: self.created_ms,
+            abort_after_days: self.abort_after_days,
+        }
+    }
+}
+
+/// Everything the engine knows, as of `applied_lsn`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Buckets by name.
+    pub buckets: BTreeMap<Arc<str>, Bucket>,
+    /// Uploads in progress.
+    pub uploads: HashMap<UploadId, Upload>,
+    /// Uploads by when they expire.
+    pub expiry: BTreeSet<(u64, UploadId)>,
+    /// Parts of uploads in progress.
+    pub part_count: u64,
+    /// Objects.
+    pub object_count: u64,
+    /// The last record applied.
+    pub applied_lsn: u64,
+}
+
+/// Payload-store segment and offset of a stored payload, as records name them.
+pub type StoredAt = (SegmentId, u64);
