@@ -61,12 +61,15 @@ fn bytes(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Key, initiation time, version, and parts (number, size, ETag).
+type ObservedUpload = (String, u64, u64, Vec<(u32, u64, String)>);
+
 /// What a client can see, with upload ids replaced by (key, initiation time): ids are random,
 /// times come from the manual clock and are the same in every run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Observed {
     buckets: Vec<(String, Option<u32>)>,
-    uploads: Vec<(String, u64, u64, Vec<(u32, u64, String)>)>,
+    uploads: Vec<ObservedUpload>,
     objects: Vec<(String, String, u64, Vec<u8>)>,
 }
 
