@@ -7,6 +7,8 @@
 
 #![cfg_attr(test, allow(clippy::cast_possible_truncation))]
 
+#[cfg(feature = "tokio")]
+mod async_engine;
 mod checksum_combine;
 pub mod clock;
 pub mod config;
@@ -21,6 +23,8 @@ pub mod record;
 mod snapshot;
 pub mod state;
 
+#[cfg(feature = "tokio")]
+pub use crate::async_engine::{AsyncEngine, ExpiryTask, OwnedObjectPut, OwnedPartUpload};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::config::EngineConfig;
 pub use crate::engine::{
