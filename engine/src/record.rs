@@ -253,3 +253,43 @@ pub fn decode(lsn: u64, bytes: &[u8]) -> Result<Transition, EngineError> {
         None => Err(undecodable("empty record".to_owned())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transition(op: Op) -> Transition {
+        Transition { time_ms: 300, actor: "a".to_owned(), op }
+    }
+
+    #[test]
+    fn records_have_the_documented_bytes() {
+        // docs/format.md §10: version 1, time 300 as a varint (0xAC 0x02), actor "a", then the
+        // variant index and fields.
+        let bytes = encode(&transition(Op::CreateBucket { bucket: "bkt".to_owned() }));
+        assert_eq!(bytes, [1, 0xAC, 0x02, 1, b'a', 0, 3, b'b', b'k', b't']);
+        let bytes = encode(&transition(Op::Moves { moves: Vec::new() }));
+        assert_eq!(bytes, [1, 0xAC, 0x02, 1, b'a', 11, 0]);
+        let abort = Op::Abort {
+            upload_id: UploadId([7; 16]),
+            reason: AbortReason::Expired,
+            expected_version: Some(2),
+        };
+        let mut expected = vec![1, 0xAC, 0x02, 1, b'a', 7];
+        expected.extend([7; 16]);
+        expected.extend([1, 1, 2]);
+        assert_eq!(encode(&transition(abort)), expected);
+    }
+
+    #[test]
+    fn records_round_trip_and_bad_ones_fail_with_their_lsn() {
+        let t = transition(Op::DeleteObject { bucket: "bkt".to_owned(), key: "k".to_owned() });
+        assert_eq!(decode(5, &encode(&t)).unwrap(), t);
+        for bad in [&[][..], &[2, 0][..], &[1, 0xFF][..]] {
+            match decode(5, bad) {
+                Err(EngineError::Undecodable { lsn: 5, what: "record", .. }) => {}
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+    }
+}
