@@ -489,3 +489,38 @@ fn subscribers_see_durable_transitions_in_order() {
     assert_eq!(kinds[2].key.as_deref(), Some("k"));
     assert!(kinds.windows(2).all(|w| w[0].lsn < w[1].lsn));
 }
+
+#[test]
+fn inline_payloads_move_to_segments_at_a_checkpoint() {
+    let mut f = Fixture::new();
+    f.engine().create_bucket("alice", "bk1").unwrap();
+    for (i, key) in ["s1", "s2", "s3"].iter().enumerate() {
+        // s3 repeats s1's bytes: stored once.
+        let content = vec![(i % 2) as u8 + 1; 1000];
+        let put =
+            ObjectPut { bucket: "bk1", key, content_length: Some(1000), ..ObjectPut::default() };
+        f.engine().put_object("alice", &put, &mut &content[..]).unwrap();
+    }
+    assert_eq!(f.engine().stats().payload_live_bytes, 0, "small payloads ride inline");
+    f.engine().checkpoint().unwrap().unwrap();
+    let stats = f.engine().stats();
+    assert_eq!(f.engine().payload_store().space().payloads, 2);
+    assert!(stats.payload_live_bytes >= 2000, "{stats:?}");
+    f.reopen();
+    assert_eq!(f.read("s3", None), vec![1u8; 1000]);
+    assert_eq!(f.read("s2", None), vec![2u8; 1000]);
+    assert!(f.engine().delete_object("alice", "bk1", "s1").unwrap());
+    assert_eq!(
+        f.engine()
+            .payload_store()
+            .lookup(&tessera_engine::payload::ContentAddress(sha(&[1u8; 1000])))
+            .unwrap()
+            .1,
+        1
+    );
+}
+
+fn sha(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
+}

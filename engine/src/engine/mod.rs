@@ -8,6 +8,7 @@
 //! decided in commit order, the same way replay decides them after a crash.
 
 mod buckets;
+mod migrate;
 mod objects;
 mod read;
 mod recover;
@@ -280,6 +281,10 @@ impl Engine {
     }
 
     fn checkpoint_locked(&self) -> Result<Option<u64>, EngineError> {
+        if self.core.read().state.applied_lsn <= self.checkpoint_lsn.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        self.migrate_inline()?;
         let (lsn, blob) = {
             let core = self.core.read();
             let lsn = core.state.applied_lsn;

@@ -52,6 +52,11 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// A pending reference the caller took on `receipt.address` (unless the payload is empty).
+    pub(super) fn new(store: Arc<Inner>, receipt: Receipt) -> Pending {
+        Pending { store, receipt, heal: None, resolved: false }
+    }
+
     /// What the ingest learned.
     pub fn receipt(&self) -> &Receipt {
         &self.receipt

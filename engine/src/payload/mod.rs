@@ -25,6 +25,7 @@
 mod address;
 #[cfg(feature = "tokio")]
 mod async_io;
+mod batch;
 mod compact;
 mod digest;
 mod error;

@@ -11,7 +11,7 @@ use crate::payload::format::{self, PAYLOAD_SEGMENT_HEADER_BYTES};
 use crate::payload::{Inner, Segment};
 
 /// An active segment held by one ingest (or a compaction) until it is given back.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Claim {
     pub id: SegmentId,
     pub file: Arc<dyn FsFile>,

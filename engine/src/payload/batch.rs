@@ -1,0 +1,123 @@
+//! Many small payloads stored with one fdatasync: how the engine moves payloads that arrived
+//! inline in WAL records into segments before a checkpoint (after which those records may be
+//! retired).
+
+use std::sync::Arc;
+
+use crate::payload::address::Location;
+use crate::payload::digest::Digester;
+use crate::payload::error::PayloadError;
+use crate::payload::format::{self, ENTRY_HEADER_BYTES};
+use crate::payload::ingest::{Pending, Receipt};
+use crate::payload::segments::Claim;
+use crate::payload::{Entry, PayloadStore};
+
+impl PayloadStore {
+    /// Stores `payloads` (each at most `payload_bytes_max`), entries back to back, one
+    /// fdatasync per segment used; returns one pending reference per payload, in order. Bytes
+    /// that are live already are referenced where they are, and the empty payload is stored
+    /// nowhere, as with [`PayloadStore::ingest`].
+    pub fn ingest_batch(&self, payloads: &[&[u8]]) -> Result<Vec<Pending>, PayloadError> {
+        let inner = &self.inner;
+        let mut receipts = Vec::with_capacity(payloads.len());
+        for bytes in payloads {
+            if bytes.len() as u64 > inner.options.payload_bytes_max {
+                return Err(PayloadError::TooLarge { max_bytes: inner.options.payload_bytes_max });
+            }
+            let mut digester = Digester::new([]);
+            digester.update(bytes);
+            let digests = digester.finish();
+            receipts.push(Receipt {
+                address: digests.address,
+                location: Location::Empty,
+                len: bytes.len() as u64,
+                md5: digests.md5,
+                checksums: Vec::new(),
+                healed_from: None,
+            });
+        }
+        // Write every payload not live yet (once each), then make them live.
+        let mut written: Vec<(usize, Claim, u64)> = Vec::new();
+        let mut claim: Option<Claim> = None;
+        let mut end = 0u64;
+        let result = (|| {
+            let mut seen = std::collections::HashSet::new();
+            for (index, (bytes, receipt)) in payloads.iter().zip(&receipts).enumerate() {
+                if bytes.is_empty()
+                    || !seen.insert(receipt.address)
+                    || inner.state.lock().entries.contains_key(&receipt.address)
+                {
+                    continue;
+                }
+                if claim.is_none() {
+                    let fresh = inner.claim()?;
+                    end = fresh.start;
+                    claim = Some(fresh);
+                }
+                let Some(current) = &claim else { continue };
+                let header = format::encode_entry_header(receipt.len, &receipt.address);
+                let io = |e| PayloadError::io(current.path.clone(), "write", e);
+                current.file.write_all_at(&header, end).map_err(io)?;
+                current.file.write_all_at(bytes, end + ENTRY_HEADER_BYTES).map_err(io)?;
+                let at = Claim { start: end, ..current.clone() };
+                written.push((index, at, receipt.len));
+                end += format::entry_bytes(receipt.len);
+                if end >= inner.options.segment_bytes
+                    && let Some(full) = claim.take()
+                {
+                    let synced = full.file.sync_data();
+                    inner.give_back(full.id, if synced.is_ok() { end } else { full.start }, true);
+                    synced.map_err(|e| PayloadError::io(full.path.clone(), "sync_data", e))?;
+                }
+            }
+            if let Some(last) = &claim {
+                last.file
+                    .sync_data()
+                    .map_err(|e| PayloadError::io(last.path.clone(), "sync_data", e))?;
+            }
+            Ok(())
+        })();
+        if let Some(last) = claim.take() {
+            // On failure the segment's state on disk is unknown: seal it.
+            inner.give_back(
+                last.id,
+                if result.is_ok() { end } else { last.start },
+                result.is_err(),
+            );
+        }
+        result?;
+        let mut state = inner.state.lock();
+        for (index, at, len) in written {
+            let Some(receipt) = receipts.get(index) else { continue };
+            if state.entries.contains_key(&receipt.address) {
+                // Live meanwhile (another ingest): this copy is dead space.
+                continue;
+            }
+            let entry = Entry {
+                segment: at.id,
+                offset: at.start,
+                len,
+                refs: 0,
+                pending: 0,
+                verified: true,
+            };
+            let span = entry.span();
+            state.entries.insert(receipt.address, entry);
+            if let Some(segment) = state.segments.get_mut(&at.id) {
+                segment.live_bytes += span;
+            }
+        }
+        let mut pendings = Vec::with_capacity(receipts.len());
+        for mut receipt in receipts {
+            if receipt.len > 0 {
+                let Some(entry) = state.entries.get_mut(&receipt.address) else {
+                    return Err(PayloadError::UnknownAddress { address: receipt.address });
+                };
+                entry.pending += 1;
+                receipt.location = entry.location();
+            }
+            pendings.push(Pending::new(Arc::clone(inner), receipt));
+        }
+        Ok(pendings)
+    }
+}
