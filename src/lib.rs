@@ -1,26 +1,45 @@
 //! Tessera: a durable, write-ahead-logged state layer for S3 multipart uploads.
 //!
-//! This facade is what applications depend on. For now it re-exports the write-ahead log
-//! ([`wal`]); the engine joins it as it is built.
+//! This facade is what applications depend on: the engine ([`Engine`]: buckets, multipart
+//! uploads, objects, recovery, expiry, subscriptions), and the layers under it ([`engine`]'s
+//! payload store, the write-ahead log [`wal`]).
 //!
 //! ```
-//! use tessera::wal::{Lsn, StdFs, Wal, WalOptions};
+//! use std::io::Read;
+//! use tessera::{CompletePart, Completion, Engine, EngineConfig, ObjectMeta, PartUpload};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let dir = tempfile::tempdir()?;
-//! let opened = Wal::open(StdFs::shared(), dir.path(), WalOptions::default())?;
-//! // Rebuild state: the newest checkpoint, then every record after it.
-//! let from = opened.checkpoint.as_ref().map_or(Lsn::FIRST, |c| c.lsn.next());
-//! for record in opened.wal.replay(from)? {
-//!     let record = record?; // corruption comes back as an error with file and offset
-//!     println!("{}: {} bytes", record.lsn, record.bytes.len());
-//! }
-//! // Append: Ok means the record survives a crash.
-//! let lsn = opened.wal.append_durable(b"transition")?;
-//! assert_eq!(lsn, Lsn(1));
+//! let config = EngineConfig { min_part_bytes: 1, ..EngineConfig::default() };
+//! let engine = Engine::open(dir.path(), config)?; // recovers whatever the directory holds
+//! engine.create_bucket("alice", "photos")?;
+//! let upload = engine.create_upload("alice", "photos", "cat.jpg", ObjectMeta::default())?;
+//! let upload_id = upload.upload_id.to_string();
+//! let body = b"meow";
+//! let request = PartUpload {
+//!     bucket: "photos",
+//!     key: "cat.jpg",
+//!     upload_id: &upload_id,
+//!     part_number: 1,
+//!     content_length: Some(body.len() as u64),
+//!     ..PartUpload::default()
+//! };
+//! // Ok means durable: the part survives a crash from here on.
+//! let part = engine.put_part("alice", &request, &mut &body[..])?.part;
+//! let parts = vec![CompletePart { part_number: 1, etag: part.etag.md5, checksum: None }];
+//! let completion =
+//!     Completion { bucket: "photos", key: "cat.jpg", upload_id: &upload_id, parts, ..Completion::default() };
+//! let object = engine.complete_upload("alice", &completion)?;
+//! assert!(object.etag.to_string().ends_with("-1"));
+//! let (_, mut reader) = engine.open_object("photos", "cat.jpg", None)?;
+//! let mut bytes = Vec::new();
+//! reader.read_to_end(&mut bytes)?;
+//! assert_eq!(bytes, body);
 //! # Ok(())
 //! # }
 //! ```
 
+pub use tessera_engine as engine;
+pub use tessera_engine::*;
 pub use tessera_wal as wal;
-pub use tessera_wal::{Lsn, Opened, Record, Wal, WalError, WalOptions};
+pub use tessera_wal::{Lsn, Wal, WalError, WalOptions};

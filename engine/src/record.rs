@@ -195,7 +195,9 @@ pub enum PayloadRecord {
     Inline {
         /// SHA-256.
         address: ContentAddress,
-        /// The bytes.
+        /// The bytes (serialised as one byte string: the same wire format as a sequence of
+        /// `u8`, written and read in one copy).
+        #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
     },
 }
@@ -279,6 +281,33 @@ mod tests {
         expected.extend([7; 16]);
         expected.extend([1, 1, 2]);
         assert_eq!(encode(&transition(abort)), expected);
+    }
+
+    #[test]
+    fn inline_bytes_are_a_length_and_the_bytes() {
+        let part = PartRecord {
+            size_bytes: 3,
+            md5: [9; 16],
+            checksum: None,
+            payload: PayloadRecord::Inline {
+                address: ContentAddress([5; 32]),
+                bytes: vec![1, 2, 3],
+            },
+        };
+        let op = Op::PutObject {
+            bucket: "b".to_owned(),
+            key: "k".to_owned(),
+            meta: ObjectMeta::default(),
+            part,
+        };
+        let mut expected = vec![1, 0xAC, 0x02, 1, b'a', 8, 1, b'b', 1, b'k', 0, 0, 0, 3];
+        expected.extend([9; 16]);
+        expected.extend([0, 2]);
+        expected.extend([5; 32]);
+        expected.extend([3, 1, 2, 3]);
+        let t = transition(op);
+        assert_eq!(encode(&t), expected);
+        assert_eq!(decode(1, &expected).unwrap(), t);
     }
 
     #[test]

@@ -4,13 +4,16 @@
 
 use std::sync::Arc;
 
-use crate::payload::address::Location;
+use crate::payload::address::{ContentAddress, Location, SegmentId};
 use crate::payload::digest::Digester;
 use crate::payload::error::PayloadError;
 use crate::payload::format::{self, ENTRY_HEADER_BYTES};
 use crate::payload::ingest::{Pending, Receipt};
 use crate::payload::segments::Claim;
 use crate::payload::{Entry, PayloadStore};
+
+/// Bytes gathered before one write.
+const WRITE_BYTES: usize = 1 << 20;
 
 impl PayloadStore {
     /// Stores `payloads` (each at most `payload_bytes_max`), entries back to back, one
@@ -37,15 +40,32 @@ impl PayloadStore {
             });
         }
         // Write every payload not live yet (once each), then make them live.
-        let mut written: Vec<(usize, Claim, u64)> = Vec::new();
+        // (payload index, segment, offset, length) of each entry written.
+        let mut written: Vec<(usize, SegmentId, u64, u64)> = Vec::new();
         let mut claim: Option<Claim> = None;
         let mut end = 0u64;
+        // Entries are gathered into large writes: one syscall per `WRITE_BYTES`, not two per entry.
+        let mut buffer: Vec<u8> = Vec::new();
+        let flush = |claim: &Claim, buffer: &mut Vec<u8>, end: u64| {
+            let at = end - buffer.len() as u64;
+            let result = claim.file.write_all_at(buffer, at);
+            buffer.clear();
+            result.map_err(|e| PayloadError::io(claim.path.clone(), "write", e))
+        };
         let result = (|| {
+            let live: std::collections::HashSet<ContentAddress> = {
+                let state = inner.state.lock();
+                receipts
+                    .iter()
+                    .map(|r| r.address)
+                    .filter(|a| state.entries.contains_key(a))
+                    .collect()
+            };
             let mut seen = std::collections::HashSet::new();
             for (index, (bytes, receipt)) in payloads.iter().zip(&receipts).enumerate() {
                 if bytes.is_empty()
+                    || live.contains(&receipt.address)
                     || !seen.insert(receipt.address)
-                    || inner.state.lock().entries.contains_key(&receipt.address)
                 {
                     continue;
                 }
@@ -55,22 +75,31 @@ impl PayloadStore {
                     claim = Some(fresh);
                 }
                 let Some(current) = &claim else { continue };
-                let header = format::encode_entry_header(receipt.len, &receipt.address);
-                let io = |e| PayloadError::io(current.path.clone(), "write", e);
-                current.file.write_all_at(&header, end).map_err(io)?;
-                current.file.write_all_at(bytes, end + ENTRY_HEADER_BYTES).map_err(io)?;
-                let at = Claim { start: end, ..current.clone() };
-                written.push((index, at, receipt.len));
-                end += format::entry_bytes(receipt.len);
+                let span = format::entry_bytes(receipt.len);
+                buffer
+                    .extend_from_slice(&format::encode_entry_header(receipt.len, &receipt.address));
+                buffer.extend_from_slice(bytes);
+                let padding = usize::try_from(span - ENTRY_HEADER_BYTES - receipt.len).unwrap_or(0);
+                buffer.resize(buffer.len() + padding, 0);
+                written.push((index, current.id, end, receipt.len));
+                end += span;
+                if buffer.len() >= WRITE_BYTES {
+                    flush(current, &mut buffer, end)?;
+                }
                 if end >= inner.options.segment_bytes
                     && let Some(full) = claim.take()
                 {
-                    let synced = full.file.sync_data();
+                    let synced = flush(&full, &mut buffer, end).and_then(|()| {
+                        full.file
+                            .sync_data()
+                            .map_err(|e| PayloadError::io(full.path.clone(), "sync_data", e))
+                    });
                     inner.give_back(full.id, if synced.is_ok() { end } else { full.start }, true);
-                    synced.map_err(|e| PayloadError::io(full.path.clone(), "sync_data", e))?;
+                    synced?;
                 }
             }
             if let Some(last) = &claim {
+                flush(last, &mut buffer, end)?;
                 last.file
                     .sync_data()
                     .map_err(|e| PayloadError::io(last.path.clone(), "sync_data", e))?;
@@ -87,23 +116,16 @@ impl PayloadStore {
         }
         result?;
         let mut state = inner.state.lock();
-        for (index, at, len) in written {
+        for (index, segment, offset, len) in written {
             let Some(receipt) = receipts.get(index) else { continue };
             if state.entries.contains_key(&receipt.address) {
                 // Live meanwhile (another ingest): this copy is dead space.
                 continue;
             }
-            let entry = Entry {
-                segment: at.id,
-                offset: at.start,
-                len,
-                refs: 0,
-                pending: 0,
-                verified: true,
-            };
+            let entry = Entry { segment, offset, len, refs: 0, pending: 0, verified: true };
             let span = entry.span();
             state.entries.insert(receipt.address, entry);
-            if let Some(segment) = state.segments.get_mut(&at.id) {
+            if let Some(segment) = state.segments.get_mut(&segment) {
                 segment.live_bytes += span;
             }
         }

@@ -42,7 +42,23 @@ pub enum PartData {
     /// In the payload store, holding one reference.
     Stored(ContentAddress),
     /// Carried in memory (it arrived inline in its record).
-    Inline(ContentAddress, Arc<[u8]>),
+    Inline(ContentAddress, #[serde(with = "arc_bytes")] Arc<[u8]>),
+}
+
+/// Shared bytes as one byte string (the wire format of a sequence of `u8`, in one copy).
+mod arc_bytes {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Arc<[u8]>, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<[u8]>, D::Error> {
+        let bytes = serde_bytes::ByteBuf::deserialize(deserializer)?;
+        Ok(Arc::from(bytes.into_vec()))
+    }
 }
 
 impl PartData {

@@ -1,0 +1,372 @@
+//! The engine's benchmark, every figure beside its baseline in the same run:
+//!
+//! - the "mpu-transitions" workload (create, 3 parts of 4 KiB, complete 90% / abort 10%, each
+//!   transition durable before the next) on the engine and on SQLite, redb and Redis, at 1, 8
+//!   and 64 clients;
+//! - an engine holding 1M live uploads of 3 parts each (`TESSERA_BENCH_UPLOADS`): recovery time
+//!   after the process ends without a checkpoint and with a recent one, one ListMultipartUploads
+//!   page of 1000 by prefix, and the resident (anonymous) memory per live upload, key bytes
+//!   excluded, each measured in a fresh process.
+//!
+//! Writes `target/bench/engine.json`. Environment: `TESSERA_BENCH_SECS` (seconds per
+//! throughput point, default 5), `TESSERA_BENCH_UPLOADS` (default 1,000,000),
+//! `TESSERA_BENCH_DIR` (where stores go, default `target/`). `./scripts/bench` installs
+//! redis-server first when it is missing.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(clippy::cast_possible_truncation, clippy::panic)]
+
+#[path = "peers/mod.rs"]
+mod peers;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+use tessera::{
+    CompletePart, Completion, Engine, EngineConfig, ListUploads, ObjectMeta, PartUpload,
+};
+
+use peers::workload::{self, Abort, BoxError, Complete, Create, PutPart, RunFigures};
+use peers::workload::{TransitionClient, TransitionStore};
+use peers::{CLIENT_COUNTS, Peer, SEED};
+
+const ACTOR: &str = "bench";
+/// Bytes of each part of the 1M-upload state (distinct bytes per part).
+const STATE_PART_BYTES: usize = 64;
+
+struct EngineStore {
+    engine: Engine,
+}
+
+struct EngineClient<'s> {
+    engine: &'s Engine,
+    /// The workload's upload ids, to the engine's.
+    ids: HashMap<[u8; 16], String>,
+}
+
+impl TransitionStore for EngineStore {
+    type Client<'s> = EngineClient<'s>;
+
+    fn client(&self, _index: usize) -> Result<EngineClient<'_>, BoxError> {
+        Ok(EngineClient { engine: &self.engine, ids: HashMap::new() })
+    }
+}
+
+impl EngineClient<'_> {
+    fn id(&self, upload: &workload::UploadId) -> Result<&str, BoxError> {
+        Ok(self.ids.get(&upload.0).ok_or("unknown upload")?.as_str())
+    }
+}
+
+impl TransitionClient for EngineClient<'_> {
+    fn create(&mut self, t: &Create<'_>) -> Result<(), BoxError> {
+        let info = self.engine.create_upload(ACTOR, t.bucket, t.key, ObjectMeta::default())?;
+        self.ids.insert(t.upload.0, info.upload_id.to_string());
+        Ok(())
+    }
+
+    fn put_part(&mut self, t: &PutPart<'_>) -> Result<(), BoxError> {
+        let request = PartUpload {
+            bucket: t.bucket,
+            key: t.key,
+            upload_id: self.id(t.upload)?,
+            part_number: t.part_number,
+            content_length: Some(t.payload.len() as u64),
+            content_md5: Some(*t.md5),
+            ..PartUpload::default()
+        };
+        self.engine.put_part(ACTOR, &request, &mut &t.payload[..])?;
+        Ok(())
+    }
+
+    fn complete(&mut self, t: &Complete<'_>) -> Result<(), BoxError> {
+        let parts = t
+            .parts
+            .iter()
+            .map(|p| CompletePart { part_number: p.part_number, etag: p.md5, checksum: None })
+            .collect();
+        let request = Completion {
+            bucket: t.bucket,
+            key: t.key,
+            upload_id: self.id(t.upload)?,
+            parts,
+            ..Completion::default()
+        };
+        let object = self.engine.complete_upload(ACTOR, &request)?;
+        if object.etag.to_string() != t.etag {
+            return Err(
+                format!("ETag {} where the workload computed {}", object.etag, t.etag).into()
+            );
+        }
+        self.ids.remove(&t.upload.0);
+        Ok(())
+    }
+
+    fn abort(&mut self, t: &Abort<'_>) -> Result<(), BoxError> {
+        self.engine.abort_upload(ACTOR, t.bucket, t.key, self.id(t.upload)?, None)?;
+        self.ids.remove(&t.upload.0);
+        Ok(())
+    }
+}
+
+/// The workload's parts are 4 KiB: S3's 5 MiB minimum would refuse their completion (the
+/// peers check no sizes either).
+fn workload_config() -> EngineConfig {
+    let mut config = EngineConfig { min_part_bytes: 0, ..EngineConfig::default() };
+    if let Some(bytes) =
+        std::env::var("TESSERA_BENCH_CHECKPOINT_BYTES").ok().and_then(|s| s.parse().ok())
+    {
+        config.checkpoint_wal_bytes = bytes;
+    }
+    config
+}
+
+fn engine_point(base: &Path, clients: usize, duration: Duration) -> Result<RunFigures, BoxError> {
+    let dir = tempfile::Builder::new().prefix("engine-").tempdir_in(base)?;
+    let engine = Engine::open(dir.path(), workload_config())?;
+    engine.create_bucket(ACTOR, workload::BUCKET)?;
+    let store = EngineStore { engine };
+    workload::run(&store, clients, duration, SEED)
+}
+
+fn main() -> ExitCode {
+    if let Ok(role) = std::env::var("TESSERA_BENCH_CHILD") {
+        return match child(&role) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("engine bench child {role}: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if std::env::args().skip(1).any(|a| !a.starts_with('-') && !"engine".contains(a.as_str())) {
+        return ExitCode::SUCCESS;
+    }
+    match bench() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("engine bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn number(x: f64) -> Value {
+    serde_json::Number::from_f64((x * 1000.0).round() / 1000.0).map_or(Value::Null, Value::Number)
+}
+
+fn bench() -> Result<(), BoxError> {
+    let secs = peers::seconds_per_point();
+    let duration = Duration::from_secs_f64(secs);
+    let base = peers::scratch_base()?;
+    let scratch = tempfile::Builder::new().prefix("engine-bench-").tempdir_in(&base)?;
+    let mut json = Map::new();
+    println!("mpu-transitions, {secs} s per point, stores under {}", scratch.path().display());
+    let fdatasync_per_s = peers::disk_fdatasync_per_s(scratch.path(), Duration::from_secs(1))?;
+    println!("disk reference: {fdatasync_per_s:.0} fdatasync/s");
+    json.insert("fdatasync_per_s".into(), number(fdatasync_per_s));
+    if !Peer::Redis.available() {
+        println!("redis-server not found: Redis figures are null (./scripts/bench installs it)");
+    }
+    println!(
+        "{:<8} {:>7} {:>14} {:>10} {:>10}",
+        "store", "clients", "transitions/s", "p50 us", "p99 us"
+    );
+    let mut rates: HashMap<(String, usize), f64> = HashMap::new();
+    // Interleaved per client count, so that a drift of the shared disk hits every store alike.
+    let only_engine = std::env::var_os("TESSERA_BENCH_ENGINE_ONLY").is_some();
+    for clients in CLIENT_COUNTS {
+        let figures = engine_point(scratch.path(), clients, duration)?;
+        print_row("engine", &figures);
+        rates.insert(("engine".into(), clients), figures.transitions_per_s);
+        json.insert(format!("transitions_per_s_c{clients}"), number(figures.transitions_per_s));
+        peers::record(&mut json, "engine", clients, Some(&figures));
+        for peer in Peer::ALL.into_iter().filter(|_| !only_engine) {
+            let figures = peer.run_point(scratch.path(), clients, duration, SEED)?;
+            match &figures {
+                Some(f) => {
+                    print_row(peer.name(), f);
+                    rates.insert((peer.name().into(), clients), f.transitions_per_s);
+                }
+                None => println!("{:<8} {clients:>7} {:>14}", peer.name(), "absent"),
+            }
+            peers::record(&mut json, peer.name(), clients, figures.as_ref());
+        }
+    }
+    for (peer, clients) in [("sqlite", 64), ("redb", 64), ("redis", 64), ("sqlite", 1)] {
+        let ratio =
+            match (rates.get(&("engine".into(), clients)), rates.get(&(peer.into(), clients))) {
+                (Some(engine), Some(peer)) if *peer > 0.0 => number(engine / peer),
+                _ => Value::Null,
+            };
+        println!("ratio vs {peer} at {clients} clients: {ratio}");
+        json.insert(format!("ratio_vs_{peer}_c{clients}"), ratio);
+    }
+
+    let uploads: u64 = std::env::var("TESSERA_BENCH_UPLOADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let state_dir = scratch.path().join("state");
+    let started = Instant::now();
+    let key_bytes = load_state(&state_dir, uploads)?;
+    let load_s = started.elapsed().as_secs_f64();
+    println!(
+        "loaded {uploads} live uploads of 3 parts in {load_s:.1} s ({:.0} transitions/s)",
+        (uploads * 4) as f64 / load_s
+    );
+    json.insert("state_uploads".into(), uploads.into());
+    json.insert("state_load_s".into(), number(load_s));
+    // A fresh process per measure: its memory and timings are the recovery's alone.
+    let cold = run_child("recover-and-checkpoint", &state_dir)?;
+    let warm = run_child("recover", &state_dir)?;
+    let get = |v: &Value, k: &str| {
+        v.get(k).and_then(Value::as_f64).ok_or_else(|| format!("child gave no {k}"))
+    };
+    let recovery_no_checkpoint = get(&cold, "recovery_s")?;
+    let recovery = get(&warm, "recovery_s")?;
+    let rss_delta = get(&warm, "rss_anon_delta_bytes")?;
+    let per_upload = rss_delta / uploads as f64 - key_bytes as f64 / uploads as f64;
+    println!(
+        "recovery of {uploads} uploads: {recovery:.2} s with a recent checkpoint, {recovery_no_checkpoint:.2} s from the log alone"
+    );
+    println!("checkpoint of {uploads} uploads: {:.2} s", get(&cold, "checkpoint_s")?);
+    println!("list-uploads page of 1000 by prefix: {:.3} ms (median)", get(&warm, "list_page_ms")?);
+    println!(
+        "resident memory per live upload: {per_upload:.0} bytes (key bytes excluded; {} bytes of anonymous memory in all)",
+        rss_delta
+    );
+    json.insert("recovery_s_1m".into(), number(recovery));
+    json.insert("recovery_s_1m_no_checkpoint".into(), number(recovery_no_checkpoint));
+    json.insert("checkpoint_s_1m".into(), cold.get("checkpoint_s").cloned().unwrap_or(Value::Null));
+    json.insert("list_page_ms_1m".into(), warm.get("list_page_ms").cloned().unwrap_or(Value::Null));
+    json.insert("rss_bytes_per_upload".into(), number(per_upload));
+    json.insert("seconds_per_point".into(), number(secs));
+    let out = peers::target_dir().join("bench");
+    std::fs::create_dir_all(&out)?;
+    let path = out.join("engine.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&Value::Object(json))?)?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+fn print_row(name: &str, f: &RunFigures) {
+    println!(
+        "{name:<8} {:>7} {:>14.0} {:>10.0} {:>10.0}",
+        f.clients, f.transitions_per_s, f.p50_us, f.p99_us
+    );
+}
+
+/// Fills `dir` with `uploads` live uploads of 3 parts each, from 64 threads, with no
+/// checkpoint (so that the log holds every transition). Returns the key bytes in all.
+fn load_state(dir: &Path, uploads: u64) -> Result<u64, BoxError> {
+    let config = EngineConfig { checkpoint_wal_bytes: u64::MAX / 2, ..EngineConfig::default() };
+    let engine = Engine::open(dir, config)?;
+    engine.create_bucket(ACTOR, workload::BUCKET)?;
+    const THREADS: u64 = 64;
+    let key_bytes = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|scope| -> Result<(), BoxError> {
+        let threads: Vec<_> = (0..THREADS)
+            .map(|thread| {
+                let (engine, key_bytes) = (&engine, &key_bytes);
+                scope.spawn(move || -> Result<(), String> {
+                    let mut random = workload::SplitMix64::new(SEED ^ thread);
+                    let mut payload = vec![0u8; STATE_PART_BYTES];
+                    for n in (thread..uploads).step_by(THREADS as usize) {
+                        let key = format!("k/{:02}/{n:010}", thread % 100);
+                        let info = engine
+                            .create_upload(ACTOR, workload::BUCKET, &key, ObjectMeta::default())
+                            .map_err(|e| e.to_string())?;
+                        key_bytes.fetch_add(key.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        let id = info.upload_id.to_string();
+                        for part_number in 1..=3 {
+                            random.fill(&mut payload);
+                            let request = PartUpload {
+                                bucket: workload::BUCKET,
+                                key: &key,
+                                upload_id: &id,
+                                part_number,
+                                content_length: Some(STATE_PART_BYTES as u64),
+                                ..PartUpload::default()
+                            };
+                            engine
+                                .put_part(ACTOR, &request, &mut &payload[..])
+                                .map_err(|e| e.to_string())?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().map_err(|_| "a loader thread panicked")??;
+        }
+        Ok(())
+    })?;
+    Ok(key_bytes.into_inner())
+}
+
+fn run_child(role: &str, dir: &Path) -> Result<Value, BoxError> {
+    let output = Command::new(std::env::current_exe()?)
+        .env("TESSERA_BENCH_CHILD", role)
+        .env("TESSERA_BENCH_CHILD_DIR", dir)
+        .output()?;
+    if !output.status.success() {
+        return Err(
+            format!("child {role} failed: {}", String::from_utf8_lossy(&output.stderr)).into()
+        );
+    }
+    let stdout = String::from_utf8(output.stdout)?;
+    let line = stdout.lines().last().ok_or("child printed nothing")?;
+    Ok(serde_json::from_str(line)?)
+}
+
+/// Anonymous resident memory of this process (heap, not mapped files), from /proc.
+fn rss_anon_bytes() -> Result<u64, BoxError> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("RssAnon:"))
+        .ok_or("no RssAnon in /proc/self/status")?;
+    let kib: u64 = line.split_whitespace().nth(1).ok_or("malformed RssAnon")?.parse()?;
+    Ok(kib * 1024)
+}
+
+fn child(role: &str) -> Result<(), BoxError> {
+    let dir = std::env::var("TESSERA_BENCH_CHILD_DIR")?;
+    let before = rss_anon_bytes()?;
+    let started = Instant::now();
+    let engine = Engine::open(&dir, EngineConfig::default())?;
+    let recovery_s = started.elapsed().as_secs_f64();
+    let mut out = Map::new();
+    out.insert("recovery_s".into(), number(recovery_s));
+    out.insert("uploads".into(), engine.stats().live_uploads.into());
+    if role == "recover-and-checkpoint" {
+        let started = Instant::now();
+        engine.checkpoint()?;
+        out.insert("checkpoint_s".into(), number(started.elapsed().as_secs_f64()));
+    } else {
+        out.insert("rss_anon_delta_bytes".into(), rss_anon_bytes()?.saturating_sub(before).into());
+        let mut times = Vec::new();
+        for i in 0..200u64 {
+            let args = ListUploads {
+                prefix: format!("k/{:02}/", i % 64),
+                max_uploads: Some(1000),
+                ..ListUploads::default()
+            };
+            let started = Instant::now();
+            let page = engine.list_uploads(workload::BUCKET, &args)?;
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+            if page.uploads.is_empty() {
+                return Err("an empty listing page".into());
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        out.insert("list_page_ms".into(), number(times[times.len() / 2]));
+    }
+    println!("{}", Value::Object(out));
+    Ok(())
+}
