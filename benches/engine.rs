@@ -314,6 +314,7 @@ fn run_child(role: &str, dir: &Path) -> Result<Value, BoxError> {
         .env("TESSERA_BENCH_CHILD", role)
         .env("TESSERA_BENCH_CHILD_DIR", dir)
         .output()?;
+    eprint!("{}", String::from_utf8_lossy(&output.stderr));
     if !output.status.success() {
         return Err(
             format!("child {role} failed: {}", String::from_utf8_lossy(&output.stderr)).into()
@@ -346,8 +347,9 @@ fn child(role: &str) -> Result<(), BoxError> {
     out.insert("uploads".into(), engine.stats().live_uploads.into());
     if role == "recover-and-checkpoint" {
         let started = Instant::now();
-        engine.checkpoint()?;
+        let report = engine.checkpoint()?.ok_or("no checkpoint taken")?;
         out.insert("checkpoint_s".into(), number(started.elapsed().as_secs_f64()));
+        eprintln!("checkpoint: {report:?}");
     } else {
         out.insert("rss_anon_delta_bytes".into(), rss_anon_bytes()?.saturating_sub(before).into());
         let mut times = Vec::new();

@@ -28,8 +28,8 @@ pub use crate::async_engine::{AsyncEngine, ExpiryTask, OwnedObjectPut, OwnedPart
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::config::EngineConfig;
 pub use crate::engine::{
-    Aborted, Completion, Engine, ExpiryReport, ObjectPut, ObjectReader, PAYLOAD_DIR, PartCopy,
-    PartStored, PartUpload, Stats, WAL_DIR,
+    Aborted, CheckpointReport, Completion, Engine, ExpiryReport, ObjectPut, ObjectReader,
+    PAYLOAD_DIR, PartCopy, PartStored, PartUpload, Stats, WAL_DIR,
 };
 pub use crate::error::EngineError;
 pub use crate::events::{Event, EventKind, Subscription, SubscriptionError};

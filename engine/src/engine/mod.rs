@@ -18,6 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use tessera_wal::{Fs, Lsn, StdFs, Wal};
@@ -89,6 +90,23 @@ pub struct ExpiryReport {
     pub uploads: u64,
     /// Their parts' bytes, released.
     pub bytes_freed: u64,
+}
+
+/// What a checkpoint did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointReport {
+    /// The last LSN it covers.
+    pub lsn: u64,
+    /// Size of its blob.
+    pub blob_bytes: u64,
+    /// Inline payloads moved into payload segments first.
+    pub inline_payloads_moved: u64,
+    /// Time moving them.
+    pub migrate: Duration,
+    /// Time encoding the state (applies wait meanwhile).
+    pub encode: Duration,
+    /// Time writing, syncing and retiring log segments.
+    pub write: Duration,
 }
 
 /// What the engine holds.
@@ -273,30 +291,30 @@ impl Engine {
     }
 
     /// Takes a checkpoint now: the state at the last applied LSN and the payload store's
-    /// references, written atomically; then retires the log segments it covers. Returns the
-    /// checkpoint's LSN, or `None` if nothing changed since the last one.
-    pub fn checkpoint(&self) -> Result<Option<u64>, EngineError> {
+    /// references, written atomically; then retires the log segments it covers. Returns what it
+    /// did, or `None` if nothing changed since the last one.
+    pub fn checkpoint(&self) -> Result<Option<CheckpointReport>, EngineError> {
         let _one = self.maintenance.lock();
         self.checkpoint_locked()
     }
 
-    fn checkpoint_locked(&self) -> Result<Option<u64>, EngineError> {
+    fn checkpoint_locked(&self) -> Result<Option<CheckpointReport>, EngineError> {
         if self.core.read().state.applied_lsn <= self.checkpoint_lsn.load(Ordering::Acquire) {
             return Ok(None);
         }
-        self.migrate_inline()?;
+        let started = Instant::now();
+        let inline_payloads_moved = self.migrate_inline()?;
+        let migrate = started.elapsed();
         let (lsn, blob) = {
             let core = self.core.read();
             let lsn = core.state.applied_lsn;
-            if lsn <= self.checkpoint_lsn.load(Ordering::Acquire) {
-                return Ok(None);
-            }
             // The payload snapshot is taken under the state's read lock: no transition applies
             // meanwhile, so its references are exactly those of the state at `lsn` (moves
             // recorded after `lsn` may show; replay re-applies them as no-ops).
             let payloads = self.payload.snapshot();
             (lsn, snapshot::encode(&core.state, &payloads)?)
         };
+        let encode = started.elapsed() - migrate;
         let since_before = self.wal_bytes_since_checkpoint.swap(0, Ordering::Relaxed);
         if let Err(e) = self.wal.write_checkpoint(Lsn(lsn), &blob) {
             self.wal_bytes_since_checkpoint.fetch_add(since_before, Ordering::Relaxed);
@@ -304,7 +322,16 @@ impl Engine {
         }
         self.checkpoint_lsn.store(lsn, Ordering::Release);
         self.wal.retire_segments(|_| Ok(()))?;
-        Ok(Some(lsn))
+        let report = CheckpointReport {
+            lsn,
+            blob_bytes: blob.len() as u64,
+            inline_payloads_moved: inline_payloads_moved as u64,
+            migrate,
+            encode,
+            write: started.elapsed() - migrate - encode,
+        };
+        tracing::info!(?report, "checkpoint written");
+        Ok(Some(report))
     }
 
     /// Compacts the payload segments whose live fraction fell below the configured threshold;
