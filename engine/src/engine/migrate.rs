@@ -36,7 +36,7 @@ impl Engine {
             in_uploads
                 .chain(in_objects)
                 .filter_map(|p| match &p.data {
-                    PartData::Inline(address, bytes) => Some((*address, Arc::clone(bytes))),
+                    PartData::Inline(inline) => Some((inline.address, Arc::clone(&inline.bytes))),
                     _ => None,
                 })
                 .collect()
@@ -58,11 +58,12 @@ impl Engine {
         let mut core = self.core.write();
         let mut references: HashMap<ContentAddress, u64> = HashMap::new();
         for part in parts_mut(&mut core.state) {
-            if let PartData::Inline(address, _) = &part.data
-                && pending_of.contains_key(address)
+            if let PartData::Inline(inline) = &part.data
+                && pending_of.contains_key(&inline.address)
             {
-                *references.entry(*address).or_default() += 1;
-                part.data = PartData::Stored(*address);
+                let address = inline.address;
+                *references.entry(address).or_default() += 1;
+                part.data = PartData::Stored(address);
             }
         }
         let mut moved = 0;

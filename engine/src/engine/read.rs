@@ -46,7 +46,7 @@ impl Engine {
     fn part_reader(&self, data: &PartData) -> Result<PayloadReader, EngineError> {
         Ok(match data {
             PartData::Empty => PayloadReader::inline(Arc::from(&[][..])),
-            PartData::Inline(_, bytes) => PayloadReader::inline(Arc::clone(bytes)),
+            PartData::Inline(inline) => PayloadReader::inline(Arc::clone(&inline.bytes)),
             PartData::Stored(address) => self.payload.reader(address)?,
         })
     }

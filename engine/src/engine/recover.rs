@@ -37,7 +37,9 @@ impl Engine {
                 for (address, location, refs) in &image.payloads {
                     payload.restore_entry(*address, location, *refs)?;
                 }
-                (image.state, checkpoint.lsn.0)
+                let mut state = image.state;
+                state.intern_all();
+                (state, checkpoint.lsn.0)
             }
             None => (State::default(), 0),
         };

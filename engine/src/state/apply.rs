@@ -11,7 +11,7 @@ use crate::model::{
 };
 use crate::payload::{Checksum, ChecksumAlgorithm, ContentAddress};
 use crate::record::{CompletePart, MoveRecord, Op, PartRecord, PayloadRecord, Transition};
-use crate::state::{Bucket, Key, Object, Part, PartData, State, Upload};
+use crate::state::{Bucket, InlinePayload, Key, Object, Part, PartData, State, Upload};
 
 /// What a transition did, for its caller.
 #[derive(Clone, Debug, PartialEq)]
@@ -88,9 +88,10 @@ fn part_data(payload: &PayloadRecord) -> PartData {
     match payload {
         PayloadRecord::Empty => PartData::Empty,
         PayloadRecord::Stored { address, .. } => PartData::Stored(*address),
-        PayloadRecord::Inline { address, bytes } => {
-            PartData::Inline(*address, Arc::from(bytes.as_slice()))
-        }
+        PayloadRecord::Inline { address, bytes } => PartData::Inline(Box::new(InlinePayload {
+            address: *address,
+            bytes: Arc::from(bytes.as_slice()),
+        })),
     }
 }
 
@@ -229,7 +230,7 @@ impl State {
                     size_bytes: part.size_bytes,
                     etag: Etag { md5: part.md5, parts: None },
                     last_modified_ms: time_ms,
-                    meta: Arc::new(meta.clone()),
+                    meta: self.interned.meta(meta),
                     checksum,
                     parts: vec![new],
                     upload_id: None,
@@ -249,7 +250,7 @@ impl State {
                 let mut object = source.clone();
                 object.last_modified_ms = time_ms;
                 if let Some(meta) = meta {
-                    object.meta = Arc::new(meta.clone());
+                    object.meta = self.interned.meta(meta);
                 }
                 let add: Vec<Effect> = object
                     .parts
@@ -349,17 +350,22 @@ impl State {
             // 128 random bits do not collide; a record that says so was replayed twice.
             return Err(EngineError::InvalidRequest { reason: "upload id in use".to_owned() });
         }
+        if !self.buckets.contains_key(new.bucket) {
+            return Err(EngineError::no_such_bucket(new.bucket));
+        }
+        let owner = self.interned.owner(new.owner);
+        let meta = self.interned.meta(new.meta);
         let found = self.bucket_mut(new.bucket)?;
         let key = Key(Arc::from(new.key));
         let upload = Upload {
             bucket: Arc::clone(&found.name),
             key: key.clone(),
-            owner: Arc::from(new.owner),
+            owner: Arc::clone(&owner),
             initiated_ms: new.time_ms,
             ttl_expires_ms: expires_ms,
             abort_ms,
             version: 1,
-            meta: Arc::new(new.meta.clone()),
+            meta,
             parts: Vec::new(),
         };
         // Ordered by initiation time, then id; records apply in time order as a rule, so
@@ -411,6 +417,10 @@ impl State {
                 }
             }
             Err(index) => {
+                // Most uploads have a few parts: no spare capacity for those.
+                if upload.parts.len() < 16 {
+                    upload.parts.reserve_exact(1);
+                }
                 upload.parts.insert(index, new);
                 self.part_count += 1;
             }

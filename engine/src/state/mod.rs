@@ -41,8 +41,19 @@ pub enum PartData {
     Empty,
     /// In the payload store, holding one reference.
     Stored(ContentAddress),
-    /// Carried in memory (it arrived inline in its record).
-    Inline(ContentAddress, #[serde(with = "arc_bytes")] Arc<[u8]>),
+    /// Carried in memory (it arrived inline in its record), until the next checkpoint moves it
+    /// into a payload segment. Boxed: most parts are stored, and a part stays small.
+    Inline(Box<InlinePayload>),
+}
+
+/// A payload held in memory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InlinePayload {
+    /// SHA-256.
+    pub address: ContentAddress,
+    /// The bytes.
+    #[serde(with = "arc_bytes")]
+    pub bytes: Arc<[u8]>,
 }
 
 /// Shared bytes as one byte string (the wire format of a sequence of `u8`, in one copy).
@@ -236,6 +247,69 @@ pub struct State {
     pub object_count: u64,
     /// The last record applied.
     pub applied_lsn: u64,
+    /// Owner names and the default metadata, shared by the uploads that use them (memory per
+    /// upload is a benchmark figure). Not part of a checkpoint: rebuilt by `intern_all`.
+    #[serde(skip)]
+    pub interned: Interned,
+}
+
+/// Values many uploads share.
+#[derive(Clone, Debug, Default)]
+pub struct Interned {
+    owners: std::collections::HashSet<Arc<str>>,
+    default_meta: Arc<ObjectMeta>,
+}
+
+impl PartialEq for Interned {
+    fn eq(&self, _: &Interned) -> bool {
+        // A cache: two states are equal whatever they share.
+        true
+    }
+}
+
+impl Eq for Interned {}
+
+impl Interned {
+    /// The shared copy of `owner`.
+    pub fn owner(&mut self, owner: &str) -> Arc<str> {
+        if let Some(shared) = self.owners.get(owner) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = Arc::from(owner);
+        self.owners.insert(Arc::clone(&shared));
+        shared
+    }
+
+    /// `meta`, shared if it is the default.
+    pub fn meta(&self, meta: &ObjectMeta) -> Arc<ObjectMeta> {
+        if *meta == *self.default_meta {
+            Arc::clone(&self.default_meta)
+        } else {
+            Arc::new(meta.clone())
+        }
+    }
+}
+
+impl State {
+    /// Shares bucket names, owners and default metadata between the uploads and objects of a
+    /// state just decoded (decoding gives each its own copy).
+    pub fn intern_all(&mut self) {
+        let State { buckets, uploads, interned, .. } = self;
+        for upload in uploads.values_mut() {
+            if let Some(bucket) = buckets.get(&upload.bucket) {
+                upload.bucket = Arc::clone(&bucket.name);
+            }
+            upload.owner = interned.owner(&upload.owner);
+            if *upload.meta == *interned.default_meta {
+                upload.meta = Arc::clone(&interned.default_meta);
+            }
+        }
+        for object in buckets.values_mut().flat_map(|b| b.objects.values_mut()) {
+            if *object.meta == *interned.default_meta {
+                object.meta = Arc::clone(&interned.default_meta);
+            }
+        }
+    }
 }
 
 /// Payload-store segment and offset of a stored payload, as records name them.
