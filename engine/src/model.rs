@@ -7,15 +7,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::payload::{Checksum, ChecksumAlgorithm};
 
-/// An upload's id: 128 random bits, shown as 32 lowercase hex digits.
+/// An upload's id: its initiation time (milliseconds, 8 bytes big-endian) then 128 random bits,
+/// shown as 48 lowercase hex digits. The time prefix makes the ids of one key sort in
+/// initiation order, as ListMultipartUploads lists them, so an upload-id marker keeps its place
+/// even after its upload ended; the random bits make it unguessable.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct UploadId(pub [u8; 16]);
+pub struct UploadId(pub [u8; 24]);
 
 impl UploadId {
-    /// A fresh id from the operating system's random source.
-    pub fn generate() -> Result<UploadId, getrandom::Error> {
-        let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes)?;
+    /// A fresh id for an upload initiated at `initiated_ms`, its random part from the operating
+    /// system's random source.
+    pub fn generate(initiated_ms: u64) -> Result<UploadId, getrandom::Error> {
+        let mut bytes = [0u8; 24];
+        let (time, random) = bytes.split_at_mut(8);
+        time.copy_from_slice(&initiated_ms.to_be_bytes());
+        getrandom::fill(random)?;
         Ok(UploadId(bytes))
     }
 }
@@ -41,7 +47,7 @@ impl FromStr for UploadId {
     type Err = BadUploadId;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut bytes = [0u8; 16];
+        let mut bytes = [0u8; 24];
         match hex::decode_to_slice(s, &mut bytes) {
             Ok(()) => Ok(UploadId(bytes)),
             Err(_) => Err(BadUploadId(s.to_owned())),

@@ -273,12 +273,12 @@ mod tests {
         let bytes = encode(&transition(Op::Moves { moves: Vec::new() }));
         assert_eq!(bytes, [1, 0xAC, 0x02, 1, b'a', 11, 0]);
         let abort = Op::Abort {
-            upload_id: UploadId([7; 16]),
+            upload_id: UploadId([7; 24]),
             reason: AbortReason::Expired,
             expected_version: Some(2),
         };
         let mut expected = vec![1, 0xAC, 0x02, 1, b'a', 7];
-        expected.extend([7; 16]);
+        expected.extend([7; 24]);
         expected.extend([1, 1, 2]);
         assert_eq!(encode(&transition(abort)), expected);
     }

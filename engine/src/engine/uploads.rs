@@ -131,7 +131,7 @@ impl Engine {
             return Err(EngineError::no_such_bucket(bucket));
         };
         let abort_ms = abort_after_days.map(|days| now_ms.saturating_add(u64::from(days) * day_ms));
-        let upload_id = UploadId::generate().map_err(|e| EngineError::Io {
+        let upload_id = UploadId::generate(now_ms).map_err(|e| EngineError::Io {
             path: self.dir.clone(),
             op: "getrandom",
             source: std::io::Error::other(e.to_string()),

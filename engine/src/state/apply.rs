@@ -249,6 +249,9 @@ impl State {
                 }
                 let mut object = source.clone();
                 object.last_modified_ms = time_ms;
+                // The copy is a new object: a repeated completion of the source's upload names
+                // the source's key, not this one.
+                object.upload_id = None;
                 if let Some(meta) = meta {
                     object.meta = self.interned.meta(meta);
                 }
@@ -381,13 +384,13 @@ impl State {
         Ok(Applied::plain(Outcome::UploadCreated(info)))
     }
 
-    /// Keeps one key's uploads ordered by (initiation time, id), whatever order the clock gave.
+    /// Keeps one key's uploads in id order, which is initiation order (ids start with their
+    /// initiation time), whatever order their records came in.
     fn sort_key_uploads(&mut self, bucket: &str, key: &str) {
-        let State { buckets, uploads, .. } = self;
-        if let Some(ids) = buckets.get_mut(bucket).and_then(|b| b.uploads.get_mut(key.as_bytes()))
-            && ids.len() > 1
+        if let Some(ids) =
+            self.buckets.get_mut(bucket).and_then(|b| b.uploads.get_mut(key.as_bytes()))
         {
-            ids.sort_by_key(|id| (uploads.get(id).map_or(0, |u| u.initiated_ms), *id));
+            ids.sort_unstable();
         }
     }
 

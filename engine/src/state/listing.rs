@@ -243,11 +243,13 @@ impl State {
                     count += 1;
                 }
                 Item::Entry(key, ids) => {
+                    // The marker's key lists from the first id above the marker: ids sort as
+                    // their hex does, and in initiation order, so this holds even if the
+                    // marker's upload ended since.
                     let skip = match (key_marker, id_marker) {
-                        (Some(k), Some(marker)) if k == &*key.0 => ids
-                            .iter()
-                            .position(|id| id.to_string() == marker)
-                            .map_or(ids.len(), |at| at + 1),
+                        (Some(k), Some(marker)) if k == &*key.0 => {
+                            ids.partition_point(|id| id.to_string().as_str() <= marker)
+                        }
                         _ => 0,
                     };
                     for id in ids.iter().skip(skip) {

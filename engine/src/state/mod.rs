@@ -194,9 +194,8 @@ impl Object {
             last_modified_ms: self.last_modified_ms,
             meta: ObjectMeta::clone(&self.meta),
             checksum: self.checksum.clone(),
-            parts_count: self
-                .upload_id
-                .map(|_| u32::try_from(self.parts.len()).unwrap_or(u32::MAX)),
+            // A multipart object's ETag carries its part count; a copy keeps both.
+            parts_count: self.etag.parts,
             upload_id: self.upload_id,
         }
     }
@@ -215,7 +214,7 @@ pub struct Bucket {
     pub day_ms: u64,
     /// Objects by key.
     pub objects: BTreeMap<Key, Object>,
-    /// Uploads in progress by key, each key's by (initiation time, id).
+    /// Uploads in progress by key, each key's in id order (initiation order).
     pub uploads: BTreeMap<Key, Vec<UploadId>>,
     /// Uploads in progress.
     pub upload_count: u64,
