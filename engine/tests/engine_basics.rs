@@ -261,6 +261,20 @@ fn listings_page_and_group() {
     assert_eq!(rest.common_prefixes, vec!["z/"]);
     assert!(rest.objects.is_empty());
     assert!(!rest.is_truncated);
+    // A page of nothing is empty and not truncated (a client would follow it forever).
+    let none = e
+        .list_objects("bk1", &ListObjects { max_keys: Some(0), ..ListObjects::default() })
+        .unwrap();
+    assert!(none.objects.is_empty() && none.common_prefixes.is_empty() && !none.is_truncated);
+    let (key, id) = (ids[0].0, ids[0].1.to_string());
+    let parts = e
+        .list_parts("bk1", key, &id, &ListParts { max_parts: Some(0), ..ListParts::default() })
+        .unwrap();
+    assert!(parts.parts.is_empty() && !parts.is_truncated);
+    let err = e
+        .list_uploads("bk1", &ListUploads { max_uploads: Some(0), ..ListUploads::default() })
+        .unwrap_err();
+    assert_eq!(err.s3_code(), "InvalidArgument");
 }
 
 #[test]

@@ -288,6 +288,16 @@ impl State {
         let upload =
             self.uploads.get(&upload_id).ok_or_else(|| EngineError::no_such_upload(upload_id))?;
         let max = page_size(args.max_parts, "max-parts")?;
+        if max == 0 {
+            // Nothing asked for: an empty page, not a truncated one a client would follow
+            // forever.
+            return Ok(PartsPage {
+                upload: upload.info(upload_id),
+                parts: Vec::new(),
+                is_truncated: false,
+                next_part_number_marker: None,
+            });
+        }
         let start =
             upload.parts.partition_point(|p| u32::from(p.number) <= args.part_number_marker);
         let rest = upload.parts.get(start..).unwrap_or(&[]);
@@ -311,6 +321,10 @@ impl State {
     ) -> Result<ObjectsPage, EngineError> {
         let found = self.buckets.get(bucket).ok_or_else(|| EngineError::no_such_bucket(bucket))?;
         let max = page_size(args.max_keys, "max-keys")?;
+        if max == 0 {
+            // As for ListParts: an empty page, not truncated.
+            return Ok(ObjectsPage::default());
+        }
         let marker = args.start_after.as_deref().filter(|m| !m.is_empty());
         let start = marker.map_or(Bound::Unbounded, |m| Bound::Excluded(m.as_bytes()));
         let walk =
