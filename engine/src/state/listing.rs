@@ -229,6 +229,9 @@ impl State {
         let walk =
             Walk::new(&found.uploads, &args.prefix, args.delimiter.as_deref(), key_marker, start);
         let mut page = UploadsPage::default();
+        // Whether the last entry listed was a common prefix (else an upload): the next page's
+        // markers, if this one is truncated.
+        let mut last_was_prefix = false;
         let mut count = 0usize;
         'walk: for item in walk {
             match item {
@@ -237,8 +240,7 @@ impl State {
                         page.is_truncated = true;
                         break 'walk;
                     }
-                    page.next_key_marker = Some(common.clone());
-                    page.next_upload_id_marker = None;
+                    last_was_prefix = true;
                     page.common_prefixes.push(common);
                     count += 1;
                 }
@@ -265,16 +267,19 @@ impl State {
                             initiated_ms: upload.initiated_ms,
                             checksum: upload.meta.checksum,
                         });
-                        page.next_key_marker = Some(key.0.to_string());
-                        page.next_upload_id_marker = Some(id.to_string());
+                        last_was_prefix = false;
                         count += 1;
                     }
                 }
             }
         }
-        if !page.is_truncated {
-            page.next_key_marker = None;
-            page.next_upload_id_marker = None;
+        if page.is_truncated {
+            if last_was_prefix {
+                page.next_key_marker = page.common_prefixes.last().cloned();
+            } else if let Some(upload) = page.uploads.last() {
+                page.next_key_marker = Some(upload.key.clone());
+                page.next_upload_id_marker = Some(upload.upload_id.to_string());
+            }
         }
         Ok(page)
     }
@@ -330,6 +335,7 @@ impl State {
         let walk =
             Walk::new(&found.objects, &args.prefix, args.delimiter.as_deref(), marker, start);
         let mut page = ObjectsPage::default();
+        let mut last_was_prefix = false;
         for item in walk {
             if page.objects.len() + page.common_prefixes.len() == max {
                 page.is_truncated = true;
@@ -337,11 +343,11 @@ impl State {
             }
             match item {
                 Item::Prefix(common) => {
-                    page.next_start_after = Some(common.clone());
+                    last_was_prefix = true;
                     page.common_prefixes.push(common);
                 }
                 Item::Entry(key, object) => {
-                    page.next_start_after = Some(key.0.to_string());
+                    last_was_prefix = false;
                     page.objects.push(ObjectSummary {
                         key: key.0.to_string(),
                         size_bytes: object.size_bytes,
@@ -352,8 +358,12 @@ impl State {
                 }
             }
         }
-        if !page.is_truncated {
-            page.next_start_after = None;
+        if page.is_truncated {
+            page.next_start_after = if last_was_prefix {
+                page.common_prefixes.last().cloned()
+            } else {
+                page.objects.last().map(|o| o.key.clone())
+            };
         }
         Ok(page)
     }
