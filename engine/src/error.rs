@@ -164,6 +164,14 @@ pub enum EngineError {
         /// Bytes received.
         received: u64,
     },
+    /// The request's body failed or ran past its declared length.
+    #[error("the request body failed after {received} bytes: {reason}")]
+    BodyFailed {
+        /// Bytes received.
+        received: u64,
+        /// What happened.
+        reason: String,
+    },
     /// Another process or handle holds the data directory.
     #[error("{} is in use: {holder}", .path.display())]
     Locked {
@@ -219,6 +227,12 @@ impl From<PayloadError> for EngineError {
             PayloadError::RangeNotSatisfiable { .. } => {
                 EngineError::InvalidArgument { reason: e.to_string() }
             }
+            PayloadError::LongStream { declared } => {
+                EngineError::BodyFailed { received: declared, reason: e.to_string() }
+            }
+            PayloadError::Stream { received, .. } => {
+                EngineError::BodyFailed { received, reason: e.to_string() }
+            }
             other => EngineError::Payload(other),
         }
     }
@@ -247,7 +261,7 @@ impl EngineError {
             EngineError::VersionMismatch { .. } => "PreconditionFailed",
             EngineError::InvalidRange { .. } => "InvalidRange",
             EngineError::SourceChanged | EngineError::NotDue { .. } => "OperationAborted",
-            EngineError::IncompleteBody { .. } => "IncompleteBody",
+            EngineError::IncompleteBody { .. } | EngineError::BodyFailed { .. } => "IncompleteBody",
             EngineError::Locked { .. }
             | EngineError::Io { .. }
             | EngineError::Undecodable { .. }

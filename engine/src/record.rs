@@ -3,7 +3,7 @@
 //! A record holds everything its application needs (times, limits in force, the payload's
 //! location), so that applying the log again after a crash reaches the same state and the same
 //! outcome whatever the configuration of the process that replays it. Layout: docs/format.md,
-//! section 9.
+//! section 10.
 
 use serde::{Deserialize, Serialize};
 
@@ -58,10 +58,9 @@ pub enum Op {
         key: String,
         /// What the object will carry.
         meta: ObjectMeta,
-        /// Expiry by TTL.
+        /// Expiry by TTL. (The lifecycle rule's abort date comes from the bucket's rule as the
+        /// record applies: a rule set just before counts.)
         expires_ms: u64,
-        /// Abort date by the bucket's lifecycle rule.
-        abort_ms: Option<u64>,
     },
     /// Adds or replaces a part.
     PutPart {

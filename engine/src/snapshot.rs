@@ -1,5 +1,5 @@
 //! The engine's checkpoint: the whole state at an LSN, and the payload store's committed
-//! references, in one blob (a version byte, then postcard). Layout: docs/format.md, section 10.
+//! references, in one blob (a version byte, then postcard). Layout: docs/format.md, section 11.
 
 use serde::{Deserialize, Serialize};
 

@@ -1303,7 +1303,9 @@ impl Run {
                         // names the source's key only.
                         copy.upload_id = None;
                         if let Some(meta) = meta {
-                            copy.meta = meta;
+                            // The bytes keep their checksum spec whatever metadata replaces
+                            // the source's.
+                            copy.meta = ObjectMeta { checksum: copy.meta.checksum, ..meta };
                         }
                         copy
                     })

@@ -49,6 +49,8 @@ impl Engine {
         let pendings = self.payload.ingest_batch(&slices)?;
         let mut pending_of: HashMap<ContentAddress, crate::payload::Pending> = HashMap::new();
         for ((address, _), pending) in items.iter().zip(pendings) {
+            // `None`: its stored copy is unchecked since open; it stays inline for now.
+            let Some(pending) = pending else { continue };
             if pending.receipt().address == **address && !pending.receipt().location.is_empty() {
                 pending_of.insert(**address, pending);
             } else {

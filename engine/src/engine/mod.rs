@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use tessera_wal::{Fs, Lsn, StdFs, Wal};
+use tessera_wal::{Fs, Lsn, StdFs, Wal, WalError};
 use tokio::sync::broadcast;
 
 use crate::config::EngineConfig;
@@ -44,6 +44,11 @@ pub const WAL_DIR: &str = "wal";
 pub const PAYLOAD_DIR: &str = "payload";
 /// The actor named on transitions the engine makes itself (compaction).
 pub const SYSTEM_ACTOR: &str = "tessera";
+/// Most bytes one `MoveRecord` encodes to: an address, and four varints of at most 10 bytes.
+const MOVE_RECORD_BYTES_MAX: usize = 32 + 5 * 10;
+/// Bytes of a `Moves` record besides its moves (version, time, actor, variant, count), rounded
+/// up.
+const MOVES_RECORD_OVERHEAD_BYTES: usize = 64;
 
 /// A transition appended to the log, waiting to be applied once durable.
 struct Queued {
@@ -195,7 +200,15 @@ impl Engine {
         let bytes = record::encode(&transition);
         let lsn = {
             let mut queue = self.queue.lock();
-            let lsn = self.wal.append(&bytes)?;
+            let lsn = self.wal.append(&bytes).map_err(|e| match e {
+                // Too many parts in a completion, or too much metadata, for this log's records.
+                WalError::RecordTooLarge { bytes, max_bytes } => EngineError::InvalidRequest {
+                    reason: format!(
+                        "the transition's record is {bytes} bytes; this log takes at most {max_bytes}"
+                    ),
+                },
+                e => EngineError::Wal(e),
+            })?;
             queue.push_back(Queued { lsn: lsn.0, transition, pending });
             lsn
         };
@@ -212,6 +225,8 @@ impl Engine {
             && let Some(_one) = self.maintenance.try_lock()
             && let Err(e) = self.checkpoint_locked()
         {
+            // Tried again after another `checkpoint_wal_bytes`, not at every commit.
+            self.wal_bytes_since_checkpoint.store(0, Ordering::Relaxed);
             tracing::warn!(error = %e, "automatic checkpoint failed");
         }
         outcome
@@ -339,7 +354,7 @@ impl Engine {
     pub fn compact(&self) -> Result<CompactReport, EngineError> {
         let _one = self.maintenance.lock();
         let report = self.payload.compact(|moves| {
-            let moves = moves
+            let moves: Vec<MoveRecord> = moves
                 .iter()
                 .filter_map(|m| match (&m.from, &m.to) {
                     (
@@ -354,15 +369,27 @@ impl Engine {
                     _ => None,
                 })
                 .collect();
-            let transition = Transition {
-                time_ms: self.now_ms(),
-                actor: SYSTEM_ACTOR.to_owned(),
-                op: Op::Moves { moves },
-            };
-            // Not queued: the store makes the moves itself once this returns, and applying the
-            // record changes no state. (Going through the queue would deadlock: appliers take
-            // the store's lock, which compaction holds here.)
-            self.wal.append_durable(&record::encode(&transition))?;
+            // As many records as the log's record limit needs (a segment of small payloads
+            // moves many); replay applies each move on its own, so any split is equivalent.
+            let per_record =
+                (self.wal.record_bytes_max().saturating_sub(MOVES_RECORD_OVERHEAD_BYTES)
+                    / MOVE_RECORD_BYTES_MAX)
+                    .max(1);
+            let mut last = None;
+            for chunk in moves.chunks(per_record) {
+                let transition = Transition {
+                    time_ms: self.now_ms(),
+                    actor: SYSTEM_ACTOR.to_owned(),
+                    op: Op::Moves { moves: chunk.to_vec() },
+                };
+                // Not queued: the store makes the moves itself once this returns, and applying
+                // the record changes no state. (Going through the queue would deadlock:
+                // appliers take the store's lock, which compaction holds here.)
+                last = Some(self.wal.append(&record::encode(&transition))?);
+            }
+            if let Some(lsn) = last {
+                self.wal.wait_durable(lsn)?;
+            }
             Ok(())
         })?;
         Ok(report)

@@ -218,7 +218,7 @@ fn read_exactly(body: &mut dyn Read, len: u64) -> Result<Vec<u8>, EngineError> {
     let mut bytes = Vec::with_capacity(capacity);
     let mut limited = body.take(len.saturating_add(1));
     limited.read_to_end(&mut bytes).map_err(|source| {
-        EngineError::Payload(crate::payload::PayloadError::Stream {
+        EngineError::from(crate::payload::PayloadError::Stream {
             received: bytes.len() as u64,
             source,
         })

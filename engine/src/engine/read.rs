@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::model::{ObjectInfo, PartInfo};
-use crate::payload::PayloadReader;
+use crate::payload::{ContentAddress, PayloadReader};
 use crate::state::{Object, PartData};
 
 /// An object's bytes (or a range of them), read part after part. Each stored payload is checked
@@ -42,35 +42,60 @@ impl Read for ObjectReader {
     }
 }
 
+/// A part's reader opened under the state's lock, with what is left to do after it.
+struct Piece {
+    reader: PayloadReader,
+    /// The address to check the reader's bytes against (first read after open), if not
+    /// checked yet.
+    unchecked: Option<ContentAddress>,
+    range: std::ops::Range<u64>,
+}
+
 impl Engine {
-    fn part_reader(&self, data: &PartData) -> Result<PayloadReader, EngineError> {
-        Ok(match data {
-            PartData::Empty => PayloadReader::inline(Arc::from(&[][..])),
-            PartData::Inline(inline) => PayloadReader::inline(Arc::clone(&inline.bytes)),
-            PartData::Stored(address) => self.payload.reader(address)?,
-        })
+    fn open_piece(
+        &self,
+        data: &PartData,
+        range: std::ops::Range<u64>,
+    ) -> Result<Piece, EngineError> {
+        let (reader, unchecked) = match data {
+            PartData::Empty => (PayloadReader::inline(Arc::from(&[][..])), None),
+            PartData::Inline(inline) => (PayloadReader::inline(Arc::clone(&inline.bytes)), None),
+            PartData::Stored(address) => {
+                let (reader, checked) = self.payload.reader_unchecked(address)?;
+                (reader, (!checked).then_some(*address))
+            }
+        };
+        Ok(Piece { reader, unchecked, range })
     }
 
-    /// Readers for the parts of `object` overlapping `first..=last`, opened while the caller
-    /// holds the state (so no payload is released meanwhile).
-    fn range_reader(
-        &self,
-        object: &Object,
-        first: u64,
-        end: u64,
-    ) -> Result<ObjectReader, EngineError> {
-        let mut pieces = std::collections::VecDeque::new();
+    /// The pieces of `object` overlapping `first..end`, opened while the caller holds the state
+    /// (so no payload is released meanwhile; an open reader outlives a later release).
+    fn pieces(&self, object: &Object, first: u64, end: u64) -> Result<Vec<Piece>, EngineError> {
+        let mut pieces = Vec::new();
         let mut start = 0u64;
         for part in &object.parts {
-            let part_end = start + part.size_bytes;
+            let part_end = start.saturating_add(part.size_bytes);
             if part_end > first && start < end && part.size_bytes > 0 {
                 let from = first.saturating_sub(start);
                 let to = end.min(part_end) - start;
-                pieces.push_back(self.part_reader(&part.data)?.with_range(from..to)?);
+                pieces.push(self.open_piece(&part.data, from..to)?);
             }
             start = part_end;
         }
-        Ok(ObjectReader { pieces, len: end.saturating_sub(first) })
+        Ok(pieces)
+    }
+
+    /// Checks the pieces not checked since open (outside the state's lock: a check reads the
+    /// whole payload, and writers must not wait for it), then narrows each to its range.
+    fn finish_reader(&self, pieces: Vec<Piece>, len: u64) -> Result<ObjectReader, EngineError> {
+        let mut readers = std::collections::VecDeque::with_capacity(pieces.len());
+        for piece in pieces {
+            if let Some(address) = piece.unchecked {
+                self.payload.check_reader(&address, &piece.reader)?;
+            }
+            readers.push_back(piece.reader.with_range(piece.range)?);
+        }
+        Ok(ObjectReader { pieces: readers, len })
     }
 
     /// Opens an object for reading: whole, or the bytes `first..=last` (InvalidRange if the
@@ -82,18 +107,20 @@ impl Engine {
         key: &str,
         range: Option<(u64, u64)>,
     ) -> Result<(ObjectInfo, ObjectReader), EngineError> {
-        let core = self.core.read();
-        let object = core.state.object(bucket, key)?;
-        let len = object.size_bytes;
-        let (first, end) = match range {
-            None => (0, len),
-            Some((first, last)) if first <= last && first < len => {
-                (first, last.saturating_add(1).min(len))
-            }
-            Some((first, last)) => return Err(EngineError::InvalidRange { first, last, len }),
+        let (info, pieces, len) = {
+            let core = self.core.read();
+            let object = core.state.object(bucket, key)?;
+            let len = object.size_bytes;
+            let (first, end) = match range {
+                None => (0, len),
+                Some((first, last)) if first <= last && first < len => {
+                    (first, last.saturating_add(1).min(len))
+                }
+                Some((first, last)) => return Err(EngineError::InvalidRange { first, last, len }),
+            };
+            (object.info(bucket, key), self.pieces(object, first, end)?, end - first)
         };
-        let reader = self.range_reader(object, first, end)?;
-        Ok((object.info(bucket, key), reader))
+        Ok((info, self.finish_reader(pieces, len)?))
     }
 
     /// Opens one part of an object (GetObject with `partNumber`): `part_number` counts the
@@ -105,14 +132,17 @@ impl Engine {
         key: &str,
         part_number: u32,
     ) -> Result<(ObjectInfo, PartInfo, ObjectReader), EngineError> {
-        let core = self.core.read();
-        let object = core.state.object(bucket, key)?;
-        let index = usize::try_from(part_number.saturating_sub(1)).unwrap_or(usize::MAX);
-        let part = object.parts.get(index).filter(|_| part_number >= 1).ok_or(
-            EngineError::InvalidPart { part_number, reason: "beyond the object's part count" },
-        )?;
-        let start: u64 = object.parts.iter().take(index).map(|p| p.size_bytes).sum();
-        let reader = self.range_reader(object, start, start + part.size_bytes)?;
-        Ok((object.info(bucket, key), part.info(), reader))
+        let (info, part, pieces) = {
+            let core = self.core.read();
+            let object = core.state.object(bucket, key)?;
+            let index = usize::try_from(part_number.saturating_sub(1)).unwrap_or(usize::MAX);
+            let part = object.parts.get(index).filter(|_| part_number >= 1).ok_or(
+                EngineError::InvalidPart { part_number, reason: "beyond the object's part count" },
+            )?;
+            let piece = self.open_piece(&part.data, 0..part.size_bytes)?;
+            (object.info(bucket, key), part.info(), vec![piece])
+        };
+        let len = part.size_bytes;
+        Ok((info, part, self.finish_reader(pieces, len)?))
     }
 }

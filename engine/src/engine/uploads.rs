@@ -125,12 +125,7 @@ impl Engine {
         check_key(key)?;
         check_meta(&meta)?;
         let now_ms = self.now_ms();
-        let rule =
-            self.read_state(|s| s.buckets.get(bucket).map(|b| (b.abort_after_days, b.day_ms)));
-        let Some((abort_after_days, day_ms)) = rule else {
-            return Err(EngineError::no_such_bucket(bucket));
-        };
-        let abort_ms = abort_after_days.map(|days| now_ms.saturating_add(u64::from(days) * day_ms));
+        self.head_bucket(bucket)?;
         let upload_id = UploadId::generate(now_ms).map_err(|e| EngineError::Io {
             path: self.dir.clone(),
             op: "getrandom",
@@ -142,7 +137,6 @@ impl Engine {
             key: key.to_owned(),
             meta,
             expires_ms: now_ms.saturating_add(self.config.upload_ttl_ms),
-            abort_ms,
         };
         let transition = crate::record::Transition { time_ms: now_ms, actor: actor.to_owned(), op };
         match self.commit(transition, None)? {

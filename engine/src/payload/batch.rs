@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::payload::address::{ContentAddress, Location, SegmentId};
+use crate::payload::address::{Location, SegmentId};
 use crate::payload::digest::Digester;
 use crate::payload::error::PayloadError;
 use crate::payload::format::{self, ENTRY_HEADER_BYTES};
@@ -18,9 +18,11 @@ const WRITE_BYTES: usize = 1 << 20;
 impl PayloadStore {
     /// Stores `payloads` (each at most `payload_bytes_max`), entries back to back, one
     /// fdatasync per segment used; returns one pending reference per payload, in order. Bytes
-    /// that are live already are referenced where they are, and the empty payload is stored
-    /// nowhere, as with [`PayloadStore::ingest`].
-    pub fn ingest_batch(&self, payloads: &[&[u8]]) -> Result<Vec<Pending>, PayloadError> {
+    /// that are live already (and checked) are referenced where they are, and the empty payload
+    /// is stored nowhere, as with [`PayloadStore::ingest`]. A payload whose live copy has not
+    /// been checked since open gets `None`: the caller keeps its bytes (a damaged copy must
+    /// not stand in for good bytes; reading it checks it, and a later batch can use it then).
+    pub fn ingest_batch(&self, payloads: &[&[u8]]) -> Result<Vec<Option<Pending>>, PayloadError> {
         let inner = &self.inner;
         let mut receipts = Vec::with_capacity(payloads.len());
         for bytes in payloads {
@@ -39,6 +41,33 @@ impl PayloadStore {
                 healed_from: None,
             });
         }
+        // What each payload becomes. Live, checked copies are pinned at once (a pending
+        // reference), so they cannot go while the others are written.
+        let mut fate = vec![Fate::Write; receipts.len()];
+        {
+            let mut state = inner.state.lock();
+            for (receipt, fate) in receipts.iter_mut().zip(fate.iter_mut()) {
+                if receipt.len == 0 {
+                    *fate = Fate::Ready;
+                } else if let Some(entry) = state.entries.get_mut(&receipt.address) {
+                    if entry.verified {
+                        entry.pending += 1;
+                        receipt.location = entry.location();
+                        *fate = Fate::Ready;
+                    } else {
+                        *fate = Fate::Unchecked;
+                    }
+                }
+            }
+        }
+        // Pinned references are released by their `Pending` if anything below fails.
+        let mut pendings: Vec<Option<Pending>> = receipts
+            .iter()
+            .zip(&fate)
+            .map(|(receipt, fate)| {
+                (*fate == Fate::Ready).then(|| Pending::new(Arc::clone(inner), receipt.clone()))
+            })
+            .collect();
         // Write every payload not live yet (once each), then make them live.
         // (payload index, segment, offset, length) of each entry written.
         let mut written: Vec<(usize, SegmentId, u64, u64)> = Vec::new();
@@ -53,20 +82,9 @@ impl PayloadStore {
             result.map_err(|e| PayloadError::io(claim.path.clone(), "write", e))
         };
         let result = (|| {
-            let live: std::collections::HashSet<ContentAddress> = {
-                let state = inner.state.lock();
-                receipts
-                    .iter()
-                    .map(|r| r.address)
-                    .filter(|a| state.entries.contains_key(a))
-                    .collect()
-            };
             let mut seen = std::collections::HashSet::new();
             for (index, (bytes, receipt)) in payloads.iter().zip(&receipts).enumerate() {
-                if bytes.is_empty()
-                    || live.contains(&receipt.address)
-                    || !seen.insert(receipt.address)
-                {
+                if fate.get(index) != Some(&Fate::Write) || !seen.insert(receipt.address) {
                     continue;
                 }
                 if claim.is_none() {
@@ -129,17 +147,36 @@ impl PayloadStore {
                 segment.live_bytes += span;
             }
         }
-        let mut pendings = Vec::with_capacity(receipts.len());
-        for mut receipt in receipts {
-            if receipt.len > 0 {
-                let Some(entry) = state.entries.get_mut(&receipt.address) else {
-                    return Err(PayloadError::UnknownAddress { address: receipt.address });
-                };
-                entry.pending += 1;
-                receipt.location = entry.location();
+        let mut written_receipts = Vec::new();
+        for ((index, receipt), fate) in receipts.into_iter().enumerate().zip(&fate) {
+            if *fate != Fate::Write {
+                continue;
             }
-            pendings.push(Pending::new(Arc::clone(inner), receipt));
+            // Every written address is live now (inserted above, or by another ingest).
+            if let Some(entry) = state.entries.get_mut(&receipt.address) {
+                entry.pending += 1;
+                let location = entry.location();
+                written_receipts.push((index, Receipt { location, ..receipt }));
+            }
+        }
+        // No `Pending` is made or dropped while the store's lock is held: both take it.
+        drop(state);
+        for (index, receipt) in written_receipts {
+            if let Some(slot) = pendings.get_mut(index) {
+                *slot = Some(Pending::new(Arc::clone(inner), receipt));
+            }
         }
         Ok(pendings)
     }
+}
+
+/// What a payload of a batch becomes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    /// Referenced as it is: empty, or live and checked (pinned).
+    Ready,
+    /// Live but unchecked since open: left to the caller.
+    Unchecked,
+    /// Written by this batch.
+    Write,
 }

@@ -26,7 +26,13 @@ pub struct PayloadReader {
 
 enum Source {
     Empty,
-    Segment { file: Arc<dyn FsFile>, path: PathBuf, data_offset: u64 },
+    /// `payload_len`: the whole payload's length, whatever range the reader serves.
+    Segment {
+        file: Arc<dyn FsFile>,
+        path: PathBuf,
+        data_offset: u64,
+        payload_len: u64,
+    },
     Inline(Arc<[u8]>),
 }
 
@@ -129,8 +135,22 @@ impl PayloadStore {
     /// A reader over a live payload. The first read after open checks the whole payload against
     /// its SHA-256 first: damage is an error naming the segment and offset, never data.
     pub fn reader(&self, address: &ContentAddress) -> Result<PayloadReader, PayloadError> {
+        let (reader, checked) = self.reader_unchecked(address)?;
+        if !checked {
+            self.check_reader(address, &reader)?;
+        }
+        Ok(reader)
+    }
+
+    /// A reader over a live payload without the first-read check, and whether the payload was
+    /// checked already. For callers that must not hold their own locks across the check: they
+    /// call [`PayloadStore::check_reader`] after releasing them, before reading.
+    pub fn reader_unchecked(
+        &self,
+        address: &ContentAddress,
+    ) -> Result<(PayloadReader, bool), PayloadError> {
         if *address == ContentAddress::of_empty() {
-            return Ok(PayloadReader { source: Source::Empty, range: 0..0, pos: 0 });
+            return Ok((PayloadReader { source: Source::Empty, range: 0..0, pos: 0 }, true));
         }
         let (location, verified, file, path) = {
             let state = self.inner.state.lock();
@@ -148,18 +168,33 @@ impl PayloadStore {
         let Location::Segment { offset, len, .. } = location else {
             return Err(PayloadError::UnknownAddress { address: *address });
         };
-        if !verified {
-            verify_entry(&*file, &path, offset, len, address)?;
-            if let Some(entry) = self.inner.state.lock().entries.get_mut(address) {
-                entry.verified = true;
-            }
-        }
         let data_offset = offset + ENTRY_HEADER_BYTES;
-        Ok(PayloadReader {
-            source: Source::Segment { file, path, data_offset },
+        let reader = PayloadReader {
+            source: Source::Segment { file, path, data_offset, payload_len: len },
             range: 0..len,
             pos: 0,
-        })
+        };
+        Ok((reader, verified))
+    }
+
+    /// Checks the bytes `reader` serves (the entry it was opened on, wherever the payload has
+    /// moved since) against `address`, and marks the entry checked if it is still there.
+    pub fn check_reader(
+        &self,
+        address: &ContentAddress,
+        reader: &PayloadReader,
+    ) -> Result<(), PayloadError> {
+        let Source::Segment { file, path, data_offset, payload_len } = &reader.source else {
+            return Ok(());
+        };
+        let offset = data_offset - ENTRY_HEADER_BYTES;
+        verify_entry(&**file, path, offset, *payload_len, address)?;
+        if let Some(entry) = self.inner.state.lock().entries.get_mut(address)
+            && entry.offset == offset
+        {
+            entry.verified = true;
+        }
+        Ok(())
     }
 
     /// Checks every live payload against its SHA-256 (and its entry header).

@@ -75,6 +75,11 @@ impl Applied {
     }
 }
 
+/// When the lifecycle rule aborts an upload initiated at `initiated_ms`.
+fn abort_date(initiated_ms: u64, abort_after_days: Option<u32>, day_ms: u64) -> Option<u64> {
+    abort_after_days.map(|days| initiated_ms.saturating_add(u64::from(days).saturating_mul(day_ms)))
+}
+
 fn check_version(upload: &Upload, expected: Option<u64>) -> Result<(), EngineError> {
     match expected {
         Some(expected) if expected != upload.version => {
@@ -157,10 +162,10 @@ impl State {
             Op::SetLifecycle { bucket, abort_after_days, day_ms } => {
                 self.set_lifecycle(bucket, *abort_after_days, *day_ms)
             }
-            Op::CreateUpload { upload_id, bucket, key, meta, expires_ms, abort_ms } => {
+            Op::CreateUpload { upload_id, bucket, key, meta, expires_ms } => {
                 let owner = transition.actor.as_str();
                 let created = NewUpload { bucket, key, owner, meta, time_ms };
-                self.create_upload(*upload_id, created, *expires_ms, *abort_ms)
+                self.create_upload(*upload_id, created, *expires_ms)
             }
             Op::PutPart { upload_id, part_number, part, expires_ms, expected_version } => {
                 let number = self::part_number(*part_number)?;
@@ -253,7 +258,9 @@ impl State {
                 // the source's key, not this one.
                 object.upload_id = None;
                 if let Some(meta) = meta {
-                    object.meta = self.interned.meta(meta);
+                    // The bytes keep their checksum whatever metadata replaces the source's.
+                    let meta = ObjectMeta { checksum: object.meta.checksum, ..meta.clone() };
+                    object.meta = self.interned.meta(&meta);
                 }
                 let add: Vec<Effect> = object
                     .parts
@@ -334,8 +341,7 @@ impl State {
         for id in ids {
             if let Some(upload) = self.uploads.get_mut(&id) {
                 self.expiry.remove(&(upload.expires_ms(), id));
-                upload.abort_ms = abort_after_days
-                    .map(|days| upload.initiated_ms.saturating_add(u64::from(days) * day_ms));
+                upload.abort_ms = abort_date(upload.initiated_ms, abort_after_days, day_ms);
                 self.expiry.insert((upload.expires_ms(), id));
             }
         }
@@ -347,7 +353,6 @@ impl State {
         upload_id: UploadId,
         new: NewUpload<'_>,
         expires_ms: u64,
-        abort_ms: Option<u64>,
     ) -> Result<Applied, EngineError> {
         if self.uploads.contains_key(&upload_id) {
             // 128 random bits do not collide; a record that says so was replayed twice.
@@ -359,6 +364,7 @@ impl State {
         let owner = self.interned.owner(new.owner);
         let meta = self.interned.meta(new.meta);
         let found = self.bucket_mut(new.bucket)?;
+        let abort_ms = abort_date(new.time_ms, found.abort_after_days, found.day_ms);
         let key = Key(Arc::from(new.key));
         let upload = Upload {
             bucket: Arc::clone(&found.name),
@@ -376,7 +382,7 @@ impl State {
         let same_key = found.uploads.entry(key).or_default();
         let position = same_key.len();
         same_key.insert(position, upload_id);
-        found.upload_count += 1;
+        found.upload_count = found.upload_count.saturating_add(1);
         let info = upload.info(upload_id);
         self.expiry.insert((upload.expires_ms(), upload_id));
         self.uploads.insert(upload_id, upload);
@@ -425,10 +431,10 @@ impl State {
                     upload.parts.reserve_exact(1);
                 }
                 upload.parts.insert(index, new);
-                self.part_count += 1;
+                self.part_count = self.part_count.saturating_add(1);
             }
         }
-        upload.version += 1;
+        upload.version = upload.version.saturating_add(1);
         let old_expiry = upload.expires_ms();
         upload.ttl_expires_ms = upload.ttl_expires_ms.max(expires_ms);
         let new_expiry = upload.expires_ms();
@@ -462,9 +468,12 @@ impl State {
         let Some(upload) = self.uploads.get(&c.upload_id) else {
             return self.completed_before(c);
         };
+        if &*upload.bucket != c.bucket || &*upload.key.0 != c.key {
+            return Err(EngineError::no_such_upload(c.upload_id));
+        }
         check_version(upload, c.expected_version)?;
         let chosen = choose_parts(upload, c)?;
-        let size_bytes = chosen.iter().map(|p| p.size_bytes).sum::<u64>();
+        let size_bytes = chosen.iter().fold(0u64, |sum, p| sum.saturating_add(p.size_bytes));
         if let Some(declared) = c.object_size_bytes
             && declared != size_bytes
         {
@@ -540,7 +549,7 @@ impl State {
         };
         let mut effects = Vec::new();
         release_parts(&upload.parts, &mut effects);
-        let bytes = upload.parts.iter().map(|p| p.size_bytes).sum();
+        let bytes = upload.parts.iter().fold(0u64, |sum, p| sum.saturating_add(p.size_bytes));
         let parts = upload.parts.len() as u64;
         Ok(Applied { outcome: Outcome::Aborted { parts, bytes }, effects })
     }
@@ -557,7 +566,7 @@ impl State {
         let mut effects = Vec::new();
         match found.objects.insert(Key(Arc::from(key)), object) {
             Some(old) => release_parts(&old.parts, &mut effects),
-            None => self.object_count += 1,
+            None => self.object_count = self.object_count.saturating_add(1),
         }
         Ok(Applied { outcome: Outcome::ObjectWritten(info), effects })
     }

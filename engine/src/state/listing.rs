@@ -249,9 +249,12 @@ impl State {
                     // their hex does, and in initiation order, so this holds even if the
                     // marker's upload ended since.
                     let skip = match (key_marker, id_marker) {
-                        (Some(k), Some(marker)) if k == &*key.0 => {
-                            ids.partition_point(|id| id.to_string().as_str() <= marker)
-                        }
+                        (Some(k), Some(marker)) if k == &*key.0 => match marker.parse::<UploadId>()
+                        {
+                            Ok(marker) => ids.partition_point(|id| *id <= marker),
+                            // Not an id this engine gave out: compare as text.
+                            Err(_) => ids.partition_point(|id| id.to_string().as_str() <= marker),
+                        },
                         _ => 0,
                     };
                     for id in ids.iter().skip(skip) {
