@@ -210,7 +210,10 @@ fn bench() -> Result<(), BoxError> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
-    let state_dir = scratch.path().join("state");
+    // `TESSERA_BENCH_KEEP_STATE=<dir>` keeps the loaded state there (for profiling the
+    // recovery children on their own).
+    let state_dir = std::env::var_os("TESSERA_BENCH_KEEP_STATE")
+        .map_or_else(|| scratch.path().join("state"), std::path::PathBuf::from);
     let started = Instant::now();
     let key_bytes = load_state(&state_dir, uploads)?;
     let load_s = started.elapsed().as_secs_f64();

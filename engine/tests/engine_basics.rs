@@ -194,7 +194,7 @@ fn listings_page_and_group() {
     let all = e.list_uploads("bk1", &ListUploads::default()).unwrap();
     assert_eq!(all.uploads.len(), 12);
     assert!(!all.is_truncated);
-    let keys: Vec<_> = all.uploads.iter().map(|u| (u.key.as_str(), u.upload_id)).collect();
+    let keys: Vec<_> = all.uploads.iter().map(|u| (&*u.key, u.upload_id)).collect();
     assert_eq!(keys, ids);
     // Paging by three, with markers.
     let mut seen = Vec::new();
@@ -214,10 +214,7 @@ fn listings_page_and_group() {
         .list_uploads("bk1", &ListUploads { delimiter: Some("/".into()), ..ListUploads::default() })
         .unwrap();
     assert_eq!(grouped.common_prefixes, vec!["a/", "c/"]);
-    assert_eq!(
-        grouped.uploads.iter().map(|u| u.key.as_str()).collect::<Vec<_>>(),
-        ["b", "b", "d", "d"]
-    );
+    assert_eq!(grouped.uploads.iter().map(|u| &*u.key).collect::<Vec<_>>(), ["b", "b", "d", "d"]);
     let under_c = e
         .list_uploads(
             "bk1",

@@ -102,7 +102,7 @@ fn observe_with(engine: &Engine, contents: bool) -> Result<Observed, EngineError
                 .iter()
                 .map(|p| (p.part_number, p.size_bytes, p.etag.to_string()))
                 .collect();
-            observed.uploads.push((u.key.clone(), u.initiated_ms, info.version, parts));
+            observed.uploads.push((u.key.to_string(), u.initiated_ms, info.version, parts));
         }
         let objects = engine.list_objects(&bucket.name, &ListObjects::default())?;
         for o in objects.objects {
@@ -114,7 +114,12 @@ fn observe_with(engine: &Engine, contents: bool) -> Result<Observed, EngineError
                     .read_to_end(&mut content)
                     .map_err(|e| EngineError::InvalidRequest { reason: e.to_string() })?;
             }
-            observed.objects.push((o.key.clone(), info.etag.to_string(), info.size_bytes, content));
+            observed.objects.push((
+                o.key.to_string(),
+                info.etag.to_string(),
+                info.size_bytes,
+                content,
+            ));
         }
     }
     Ok(observed)

@@ -223,7 +223,7 @@ impl MObject {
 
     fn summary(&self, key: &str) -> ObjectSummary {
         ObjectSummary {
-            key: key.to_owned(),
+            key: key.into(),
             size_bytes: self.size(),
             etag: self.etag,
             last_modified_ms: self.last_modified_ms,
@@ -287,8 +287,8 @@ impl MUpload {
     fn summary(&self) -> UploadSummary {
         UploadSummary {
             upload_id: self.id,
-            key: self.key.clone(),
-            owner: self.owner.clone(),
+            key: self.key.as_str().into(),
+            owner: self.owner.as_str().into(),
             initiated_ms: self.initiated_ms,
             checksum: self.meta.checksum,
         }
@@ -414,7 +414,7 @@ impl Model {
             match items.last() {
                 Some(Item::Prefix(p)) => page.next_key_marker = Some(p.clone()),
                 Some(Item::Upload(u)) => {
-                    page.next_key_marker = Some(u.key.clone());
+                    page.next_key_marker = Some(u.key.to_string());
                     page.next_upload_id_marker = Some(u.upload_id.to_string());
                 }
                 _ => unreachable!(),
@@ -463,7 +463,7 @@ impl Model {
             page.is_truncated = true;
             page.next_start_after = match items.last() {
                 Some(Item::Prefix(p)) => Some(p.clone()),
-                Some(Item::Object(o)) => Some(o.key.clone()),
+                Some(Item::Object(o)) => Some(o.key.to_string()),
                 _ => unreachable!(),
             };
         }

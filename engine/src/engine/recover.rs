@@ -38,7 +38,7 @@ impl Engine {
                     payload.restore_entry(*address, location, *refs)?;
                 }
                 let mut state = image.state;
-                state.intern_all();
+                state.restore();
                 (state, checkpoint.lsn.0)
             }
             None => (State::default(), 0),

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::collections::btree_map;
 use std::ops::Bound;
+use std::sync::Arc;
 
 use crate::error::EngineError;
 use crate::model::{ChecksumSpec, Etag, PartInfo, UploadId, UploadInfo};
@@ -28,15 +29,16 @@ pub struct ListUploads {
     pub max_uploads: Option<u32>,
 }
 
-/// An upload as a listing shows it.
+/// An upload as a listing shows it. Key and owner are shared with the state: a page of 1000
+/// allocates nothing per entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UploadSummary {
     /// Its id.
     pub upload_id: UploadId,
     /// Its key.
-    pub key: String,
+    pub key: Arc<str>,
     /// Who created it.
-    pub owner: String,
+    pub owner: Arc<str>,
     /// When.
     pub initiated_ms: u64,
     /// Its checksum spec.
@@ -93,11 +95,11 @@ pub struct ListObjects {
     pub max_keys: Option<u32>,
 }
 
-/// An object as a listing shows it.
+/// An object as a listing shows it (its key shared with the state).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectSummary {
     /// Its key.
-    pub key: String,
+    pub key: Arc<str>,
     /// Its length.
     pub size_bytes: u64,
     /// Its ETag.
@@ -228,7 +230,7 @@ impl State {
         };
         let walk =
             Walk::new(&found.uploads, &args.prefix, args.delimiter.as_deref(), key_marker, start);
-        let mut page = UploadsPage::default();
+        let mut page = UploadsPage { uploads: Vec::with_capacity(max), ..UploadsPage::default() };
         // Whether the last entry listed was a common prefix (else an upload): the next page's
         // markers, if this one is truncated.
         let mut last_was_prefix = false;
@@ -265,8 +267,8 @@ impl State {
                         }
                         page.uploads.push(UploadSummary {
                             upload_id: *id,
-                            key: key.0.to_string(),
-                            owner: upload.owner.to_string(),
+                            key: Arc::clone(&key.0),
+                            owner: Arc::clone(&upload.owner),
                             initiated_ms: upload.initiated_ms,
                             checksum: upload.meta.checksum,
                         });
@@ -280,7 +282,7 @@ impl State {
             if last_was_prefix {
                 page.next_key_marker = page.common_prefixes.last().cloned();
             } else if let Some(upload) = page.uploads.last() {
-                page.next_key_marker = Some(upload.key.clone());
+                page.next_key_marker = Some(upload.key.to_string());
                 page.next_upload_id_marker = Some(upload.upload_id.to_string());
             }
         }
@@ -352,7 +354,7 @@ impl State {
                 Item::Entry(key, object) => {
                     last_was_prefix = false;
                     page.objects.push(ObjectSummary {
-                        key: key.0.to_string(),
+                        key: Arc::clone(&key.0),
                         size_bytes: object.size_bytes,
                         etag: object.etag,
                         last_modified_ms: object.last_modified_ms,
@@ -365,7 +367,7 @@ impl State {
             page.next_start_after = if last_was_prefix {
                 page.common_prefixes.last().cloned()
             } else {
-                page.objects.last().map(|o| o.key.clone())
+                page.objects.last().map(|o| o.key.to_string())
             };
         }
         Ok(page)

@@ -214,7 +214,9 @@ pub struct Bucket {
     pub day_ms: u64,
     /// Objects by key.
     pub objects: BTreeMap<Key, Object>,
-    /// Uploads in progress by key, each key's in id order (initiation order).
+    /// Uploads in progress by key, each key's in id order (initiation order). Not part of a
+    /// checkpoint: rebuilt from the uploads by `rebuild_indexes`.
+    #[serde(skip)]
     pub uploads: BTreeMap<Key, Vec<UploadId>>,
     /// Uploads in progress.
     pub upload_count: u64,
@@ -238,7 +240,8 @@ pub struct State {
     pub buckets: BTreeMap<Arc<str>, Bucket>,
     /// Uploads in progress.
     pub uploads: HashMap<UploadId, Upload>,
-    /// Uploads by when they expire.
+    /// Uploads by when they expire. Not part of a checkpoint: rebuilt from the uploads.
+    #[serde(skip)]
     pub expiry: BTreeSet<(u64, UploadId)>,
     /// Parts of uploads in progress.
     pub part_count: u64,
@@ -290,9 +293,40 @@ impl Interned {
 }
 
 impl State {
-    /// Shares bucket names, owners and default metadata between the uploads and objects of a
-    /// state just decoded (decoding gives each its own copy).
-    pub fn intern_all(&mut self) {
+    /// Completes a state just decoded from a checkpoint: rebuilds the indexes a checkpoint
+    /// does not hold (each bucket's upload index, the expiry index, sharing the uploads' keys),
+    /// and shares bucket names, owners and default metadata (decoding gives each its own copy).
+    pub fn restore(&mut self) {
+        self.intern_all();
+        let State { buckets, uploads, expiry, .. } = self;
+        let mut by_bucket: BTreeMap<Arc<str>, Vec<(Key, UploadId)>> = BTreeMap::new();
+        let mut by_expiry = Vec::with_capacity(uploads.len());
+        for (id, upload) in uploads.iter() {
+            by_bucket
+                .entry(Arc::clone(&upload.bucket))
+                .or_default()
+                .push((upload.key.clone(), *id));
+            by_expiry.push((upload.expires_ms(), *id));
+        }
+        by_expiry.sort_unstable();
+        *expiry = by_expiry.into_iter().collect();
+        for (name, mut entries) in by_bucket {
+            let Some(bucket) = buckets.get_mut(&name) else { continue };
+            entries.sort_unstable();
+            bucket.upload_count = entries.len() as u64;
+            let mut index: Vec<(Key, Vec<UploadId>)> = Vec::new();
+            for (key, id) in entries {
+                match index.last_mut() {
+                    Some((last, ids)) if *last == key => ids.push(id),
+                    _ => index.push((key, vec![id])),
+                }
+            }
+            bucket.uploads = index.into_iter().collect();
+        }
+    }
+
+    /// Shares bucket names, owners and default metadata between the uploads and objects.
+    fn intern_all(&mut self) {
         let State { buckets, uploads, interned, .. } = self;
         for upload in uploads.values_mut() {
             if let Some(bucket) = buckets.get(&upload.bucket) {
