@@ -34,11 +34,9 @@ impl Engine {
         let (mut state, checkpoint_lsn) = match &opened.checkpoint {
             Some(checkpoint) => {
                 let image = snapshot::decode(checkpoint.lsn.0, &checkpoint.blob)?;
-                for (address, location, refs) in &image.payloads {
-                    payload.restore_entry(*address, location, *refs)?;
-                }
+                payload.restore_entries(&image.payloads)?;
                 let mut state = image.state;
-                state.restore();
+                state.restore(image.uploads);
                 (state, checkpoint.lsn.0)
             }
             None => (State::default(), 0),

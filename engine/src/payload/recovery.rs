@@ -76,6 +76,19 @@ impl PayloadStore {
         self.inner.state.lock().recover_ref(address, location, refs)
     }
 
+    /// Recovery: the live payloads of a checkpoint at once (one lock, the index sized once).
+    pub fn restore_entries(
+        &self,
+        entries: &[(ContentAddress, Location, u64)],
+    ) -> Result<(), PayloadError> {
+        let mut state = self.inner.state.lock();
+        state.entries.reserve(entries.len());
+        for (address, location, refs) in entries {
+            state.recover_ref(*address, location, *refs)?;
+        }
+        Ok(())
+    }
+
     /// Recovery: a committed record that references a payload (at the location its ingest
     /// got; if the payload is live already, where it is now stands).
     pub fn recover_ref(

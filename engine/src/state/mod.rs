@@ -238,7 +238,8 @@ impl Bucket {
 pub struct State {
     /// Buckets by name.
     pub buckets: BTreeMap<Arc<str>, Bucket>,
-    /// Uploads in progress.
+    /// Uploads in progress. A checkpoint stores them apart, in key order (`uploads_in_order`).
+    #[serde(skip)]
     pub uploads: HashMap<UploadId, Upload>,
     /// Uploads by when they expire. Not part of a checkpoint: rebuilt from the uploads.
     #[serde(skip)]
@@ -293,36 +294,50 @@ impl Interned {
 }
 
 impl State {
-    /// Completes a state just decoded from a checkpoint: rebuilds the indexes a checkpoint
-    /// does not hold (each bucket's upload index, the expiry index, sharing the uploads' keys),
-    /// and shares bucket names, owners and default metadata (decoding gives each its own copy).
-    pub fn restore(&mut self) {
-        self.intern_all();
-        let State { buckets, uploads, expiry, .. } = self;
-        let mut by_bucket: BTreeMap<Arc<str>, Vec<(Key, UploadId)>> = BTreeMap::new();
+    /// The uploads in (bucket, key, id) order, as a checkpoint stores them.
+    pub fn uploads_in_order(&self) -> impl Iterator<Item = (&UploadId, &Upload)> {
+        self.buckets
+            .values()
+            .flat_map(|b| b.uploads.values().flatten())
+            .filter_map(|id| self.uploads.get_key_value(id))
+    }
+
+    /// Completes a state just decoded from a checkpoint with its uploads (in the order
+    /// `uploads_in_order` gave them): rebuilds the indexes a checkpoint does not hold (each
+    /// bucket's upload index, sharing the uploads' keys, and the expiry index), and shares
+    /// bucket names, owners and default metadata (decoding gives each its own copy).
+    pub fn restore(&mut self, uploads: Vec<(UploadId, Upload)>) {
+        self.uploads.reserve(uploads.len());
         let mut by_expiry = Vec::with_capacity(uploads.len());
-        for (id, upload) in uploads.iter() {
-            by_bucket
-                .entry(Arc::clone(&upload.bucket))
-                .or_default()
-                .push((upload.key.clone(), *id));
-            by_expiry.push((upload.expires_ms(), *id));
-        }
-        by_expiry.sort_unstable();
-        *expiry = by_expiry.into_iter().collect();
-        for (name, mut entries) in by_bucket {
-            let Some(bucket) = buckets.get_mut(&name) else { continue };
-            entries.sort_unstable();
-            bucket.upload_count = entries.len() as u64;
-            let mut index: Vec<(Key, Vec<UploadId>)> = Vec::new();
-            for (key, id) in entries {
-                match index.last_mut() {
-                    Some((last, ids)) if *last == key => ids.push(id),
-                    _ => index.push((key, vec![id])),
-                }
+        // Runs of one bucket's uploads, each in key order: the index is built from sorted input.
+        let mut index: Vec<(Key, Vec<UploadId>)> = Vec::new();
+        let mut bucket_of_run: Option<Arc<str>> = None;
+        for (id, mut upload) in uploads {
+            if let Some(bucket) = self.buckets.get(&upload.bucket) {
+                upload.bucket = Arc::clone(&bucket.name);
             }
-            bucket.uploads = index.into_iter().collect();
+            if bucket_of_run.as_ref() != Some(&upload.bucket) {
+                self.finish_index(bucket_of_run.take(), std::mem::take(&mut index));
+                bucket_of_run = Some(Arc::clone(&upload.bucket));
+            }
+            match index.last_mut() {
+                Some((key, ids)) if *key == upload.key => ids.push(id),
+                _ => index.push((upload.key.clone(), vec![id])),
+            }
+            by_expiry.push((upload.expires_ms(), id));
+            self.uploads.insert(id, upload);
         }
+        self.finish_index(bucket_of_run, index);
+        by_expiry.sort_unstable();
+        self.expiry = by_expiry.into_iter().collect();
+        self.intern_all();
+    }
+
+    fn finish_index(&mut self, bucket: Option<Arc<str>>, index: Vec<(Key, Vec<UploadId>)>) {
+        let Some(bucket) = bucket.and_then(|name| self.buckets.get_mut(&name)) else { return };
+        bucket.upload_count = index.iter().map(|(_, ids)| ids.len() as u64).sum();
+        // Sorted input: `collect` checks the order in one pass and builds the tree in bulk.
+        bucket.uploads = index.into_iter().collect();
     }
 
     /// Shares bucket names, owners and default metadata between the uploads and objects.
