@@ -29,6 +29,39 @@ impl fmt::Debug for ContentAddress {
     }
 }
 
+/// Hashes a key that is already uniformly random (a SHA-256, the random bytes of an upload id)
+/// by taking eight of its bytes: no second hash over bytes that are one already. Keys come
+/// from SHA-256 of client data or from the OS's random source, so a client cannot aim many
+/// keys at one bucket of a table.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PrehashedHasher {
+    hash: u64,
+}
+
+impl std::hash::Hasher for PrehashedHasher {
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // The last eight bytes: an upload id's time prefix comes first, its random bytes last.
+        let mut word = [0u8; 8];
+        let tail = bytes.len().saturating_sub(8);
+        for (w, b) in word.iter_mut().zip(bytes.get(tail..).unwrap_or(&[])) {
+            *w = *b;
+        }
+        self.hash ^= u64::from_le_bytes(word);
+    }
+
+    fn write_usize(&mut self, _: usize) {
+        // The length prefix of a fixed-size key carries nothing.
+    }
+}
+
+/// A map keyed by prehashed keys.
+pub type PrehashedMap<K, V> =
+    std::collections::HashMap<K, V, std::hash::BuildHasherDefault<PrehashedHasher>>;
+
 /// Identifies a payload segment file (`{id:020}.seg`); ids only grow.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,

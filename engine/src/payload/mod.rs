@@ -36,14 +36,14 @@ mod recovery;
 mod scan;
 mod segments;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tessera_wal::{Fs, FsFile};
 
-pub use self::address::{ContentAddress, Location, SegmentId};
+pub use self::address::{ContentAddress, Location, PrehashedHasher, PrehashedMap, SegmentId};
 #[cfg(feature = "tokio")]
 pub use self::async_io::AsyncPayloadReader;
 pub use self::compact::{CompactReport, HookError, Move};
@@ -122,7 +122,7 @@ struct Inner {
 /// The index and the segments, behind one mutex (held briefly; never across I/O).
 #[derive(Debug, Default)]
 struct State {
-    entries: HashMap<ContentAddress, Entry>,
+    entries: PrehashedMap<ContentAddress, Entry>,
     segments: BTreeMap<SegmentId, Segment>,
     /// Active segments no ingest holds now.
     idle: Vec<SegmentId>,

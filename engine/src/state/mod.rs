@@ -6,7 +6,7 @@ mod apply;
 mod listing;
 
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{
     BucketInfo, Etag, ObjectChecksum, ObjectInfo, ObjectMeta, PartInfo, UploadId, UploadInfo,
 };
-use crate::payload::{Checksum, ContentAddress, SegmentId};
+use crate::payload::{Checksum, ContentAddress, PrehashedMap, SegmentId};
 
 pub use self::apply::{Applied, Effect, Outcome};
 pub use self::listing::{
@@ -240,7 +240,7 @@ pub struct State {
     pub buckets: BTreeMap<Arc<str>, Bucket>,
     /// Uploads in progress. A checkpoint stores them apart, in key order (`uploads_in_order`).
     #[serde(skip)]
-    pub uploads: HashMap<UploadId, Upload>,
+    pub uploads: PrehashedMap<UploadId, Upload>,
     /// Uploads by when they expire. Not part of a checkpoint: rebuilt from the uploads.
     #[serde(skip)]
     pub expiry: BTreeSet<(u64, UploadId)>,
@@ -316,6 +316,10 @@ impl State {
             if let Some(bucket) = self.buckets.get(&upload.bucket) {
                 upload.bucket = Arc::clone(&bucket.name);
             }
+            upload.owner = self.interned.owner(&upload.owner);
+            if *upload.meta == *self.interned.default_meta {
+                upload.meta = Arc::clone(&self.interned.default_meta);
+            }
             if bucket_of_run.as_ref() != Some(&upload.bucket) {
                 self.finish_index(bucket_of_run.take(), std::mem::take(&mut index));
                 bucket_of_run = Some(Arc::clone(&upload.bucket));
@@ -330,7 +334,7 @@ impl State {
         self.finish_index(bucket_of_run, index);
         by_expiry.sort_unstable();
         self.expiry = by_expiry.into_iter().collect();
-        self.intern_all();
+        self.intern_objects();
     }
 
     fn finish_index(&mut self, bucket: Option<Arc<str>>, index: Vec<(Key, Vec<UploadId>)>) {
@@ -340,18 +344,9 @@ impl State {
         bucket.uploads = index.into_iter().collect();
     }
 
-    /// Shares bucket names, owners and default metadata between the uploads and objects.
-    fn intern_all(&mut self) {
-        let State { buckets, uploads, interned, .. } = self;
-        for upload in uploads.values_mut() {
-            if let Some(bucket) = buckets.get(&upload.bucket) {
-                upload.bucket = Arc::clone(&bucket.name);
-            }
-            upload.owner = interned.owner(&upload.owner);
-            if *upload.meta == *interned.default_meta {
-                upload.meta = Arc::clone(&interned.default_meta);
-            }
-        }
+    /// Shares the default metadata between the objects.
+    fn intern_objects(&mut self) {
+        let State { buckets, interned, .. } = self;
         for object in buckets.values_mut().flat_map(|b| b.objects.values_mut()) {
             if *object.meta == *interned.default_meta {
                 object.meta = Arc::clone(&interned.default_meta);
