@@ -15,10 +15,9 @@ pub const SNAPSHOT_VERSION: u8 = 1;
 pub type PayloadEntry = (ContentAddress, Location, u64);
 
 #[derive(Serialize)]
-struct ImageRef<'a> {
+struct StateRef<'a> {
     state: &'a State,
     uploads: UploadsInOrder<'a>,
-    payloads: &'a [PayloadEntry],
 }
 
 /// The uploads as a sequence in (bucket, key, id) order: loading rebuilds the indexes from
@@ -42,35 +41,66 @@ impl Serialize for UploadsInOrder<'_> {
     }
 }
 
-/// A decoded checkpoint.
+/// The state section of a checkpoint, decoded.
 #[derive(Deserialize)]
-pub struct Image {
+pub struct StateImage {
     /// The engine's state, less its uploads.
     pub state: State,
     /// The uploads in progress, in (bucket, key, id) order.
     pub uploads: Vec<(UploadId, Upload)>,
-    /// The payload store's live entries.
-    pub payloads: Vec<PayloadEntry>,
 }
 
-/// Encodes a checkpoint blob.
+/// Bytes before the sections: the version, then the payload section's length (u64).
+const PREFIX_BYTES: usize = 9;
+
+/// Encodes a checkpoint blob: the payload section, then the state section, each decodable on
+/// its own (recovery decodes them on two threads).
 pub fn encode(state: &State, payloads: &[PayloadEntry]) -> Result<Vec<u8>, EngineError> {
-    let image = ImageRef { state, uploads: UploadsInOrder(state), payloads };
-    postcard::to_extend(&image, vec![SNAPSHOT_VERSION]).map_err(|e| EngineError::Undecodable {
+    let failed = |e: postcard::Error| EngineError::Undecodable {
         what: "checkpoint (encoding)",
         lsn: state.applied_lsn,
+        reason: e.to_string(),
+    };
+    let mut blob = vec![SNAPSHOT_VERSION, 0, 0, 0, 0, 0, 0, 0, 0];
+    blob = postcard::to_extend(payloads, blob).map_err(failed)?;
+    let payload_bytes = (blob.len() - PREFIX_BYTES) as u64;
+    if let Some(length) = blob.get_mut(1..PREFIX_BYTES) {
+        length.copy_from_slice(&payload_bytes.to_le_bytes());
+    }
+    postcard::to_extend(&StateRef { state, uploads: UploadsInOrder(state) }, blob).map_err(failed)
+}
+
+/// Splits a checkpoint blob taken at `lsn` into its payload and state sections.
+pub fn split(lsn: u64, blob: &[u8]) -> Result<(&[u8], &[u8]), EngineError> {
+    let undecodable = |reason: String| EngineError::Undecodable { what: "checkpoint", lsn, reason };
+    let (version, rest) =
+        blob.split_first().ok_or_else(|| undecodable("empty checkpoint".into()))?;
+    if *version != SNAPSHOT_VERSION {
+        return Err(undecodable(format!("unknown checkpoint version {version}")));
+    }
+    let (length, rest) = rest.split_at_checked(8).ok_or_else(|| undecodable("truncated".into()))?;
+    let mut word = [0u8; 8];
+    word.copy_from_slice(length);
+    let payload_bytes = usize::try_from(u64::from_le_bytes(word)).unwrap_or(usize::MAX);
+    rest.split_at_checked(payload_bytes).ok_or_else(|| {
+        undecodable(format!("a payload section of {payload_bytes} bytes overruns the blob"))
+    })
+}
+
+/// Decodes the payload section.
+pub fn decode_payloads(lsn: u64, bytes: &[u8]) -> Result<Vec<PayloadEntry>, EngineError> {
+    postcard::from_bytes(bytes).map_err(|e| EngineError::Undecodable {
+        what: "checkpoint",
+        lsn,
         reason: e.to_string(),
     })
 }
 
-/// Decodes a checkpoint blob taken at `lsn`.
-pub fn decode(lsn: u64, blob: &[u8]) -> Result<Image, EngineError> {
-    let undecodable = |reason: String| EngineError::Undecodable { what: "checkpoint", lsn, reason };
-    match blob.split_first() {
-        Some((&SNAPSHOT_VERSION, body)) => {
-            postcard::from_bytes(body).map_err(|e| undecodable(e.to_string()))
-        }
-        Some((version, _)) => Err(undecodable(format!("unknown checkpoint version {version}"))),
-        None => Err(undecodable("empty checkpoint".to_owned())),
-    }
+/// Decodes the state section.
+pub fn decode_state(lsn: u64, bytes: &[u8]) -> Result<StateImage, EngineError> {
+    postcard::from_bytes(bytes).map_err(|e| EngineError::Undecodable {
+        what: "checkpoint",
+        lsn,
+        reason: e.to_string(),
+    })
 }

@@ -33,11 +33,31 @@ impl Engine {
             PayloadStore::open(Arc::clone(&fs), dir.join(PAYLOAD_DIR), config.payload.clone())?;
         let (mut state, checkpoint_lsn) = match &opened.checkpoint {
             Some(checkpoint) => {
-                let image = snapshot::decode(checkpoint.lsn.0, &checkpoint.blob)?;
-                payload.restore_entries(&image.payloads)?;
-                let mut state = image.state;
-                state.restore(image.uploads);
-                (state, checkpoint.lsn.0)
+                let lsn = checkpoint.lsn.0;
+                let (payload_section, state_section) = snapshot::split(lsn, &checkpoint.blob)?;
+                // The two sections load on two threads: the payload index and the state are
+                // independent until replay.
+                let (payloads, image) = std::thread::scope(|scope| {
+                    let payloads = scope.spawn(|| {
+                        snapshot::decode_payloads(lsn, payload_section)
+                            .and_then(|entries| Ok(payload.restore_entries(&entries)?))
+                    });
+                    let image = snapshot::decode_state(lsn, state_section).map(|image| {
+                        let mut state = image.state;
+                        state.restore(image.uploads);
+                        state
+                    });
+                    let payloads = payloads.join().unwrap_or_else(|_| {
+                        Err(EngineError::Undecodable {
+                            what: "checkpoint",
+                            lsn,
+                            reason: "the payload section's loader panicked".to_owned(),
+                        })
+                    });
+                    (payloads, image)
+                });
+                payloads?;
+                (image?, lsn)
             }
             None => (State::default(), 0),
         };
