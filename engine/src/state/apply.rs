@@ -385,7 +385,7 @@ impl State {
         found.upload_count = found.upload_count.saturating_add(1);
         let info = upload.info(upload_id);
         self.expiry.insert((upload.expires_ms(), upload_id));
-        self.uploads.insert(upload_id, upload);
+        self.uploads.insert(upload_id, Box::new(upload));
         self.sort_key_uploads(&info.bucket, &info.key);
         Ok(Applied::plain(Outcome::UploadCreated(info)))
     }
@@ -461,7 +461,7 @@ impl State {
                 }
             }
         }
-        Some(upload)
+        Some(*upload)
     }
 
     fn complete(&mut self, c: &Completion<'_>) -> Result<Applied, EngineError> {

@@ -238,9 +238,10 @@ impl Bucket {
 pub struct State {
     /// Buckets by name.
     pub buckets: BTreeMap<Arc<str>, Bucket>,
-    /// Uploads in progress. A checkpoint stores them apart, in key order (`uploads_in_order`).
+    /// Uploads in progress, boxed: a slot of the table stays small (memory per upload is a
+    /// benchmark figure). A checkpoint stores them apart, in key order (`uploads_in_order`).
     #[serde(skip)]
-    pub uploads: PrehashedMap<UploadId, Upload>,
+    pub uploads: PrehashedMap<UploadId, Box<Upload>>,
     /// Uploads by when they expire. Not part of a checkpoint: rebuilt from the uploads.
     #[serde(skip)]
     pub expiry: BTreeSet<(u64, UploadId)>,
@@ -299,7 +300,7 @@ impl State {
         self.buckets
             .values()
             .flat_map(|b| b.uploads.values().flatten())
-            .filter_map(|id| self.uploads.get_key_value(id))
+            .filter_map(|id| self.uploads.get_key_value(id).map(|(id, upload)| (id, &**upload)))
     }
 
     /// Completes a state just decoded from a checkpoint with its uploads (in the order
@@ -329,7 +330,7 @@ impl State {
                 _ => index.push((upload.key.clone(), vec![id])),
             }
             by_expiry.push((upload.expires_ms(), id));
-            self.uploads.insert(id, upload);
+            self.uploads.insert(id, Box::new(upload));
         }
         self.finish_index(bucket_of_run, index);
         by_expiry.sort_unstable();
