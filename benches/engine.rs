@@ -179,7 +179,15 @@ fn bench() -> Result<(), BoxError> {
     // Interleaved per client count, so that a drift of the shared disk hits every store alike.
     let only_engine = std::env::var_os("TESSERA_BENCH_ENGINE_ONLY").is_some();
     for clients in CLIENT_COUNTS {
+        let cpu_before = cpu_seconds()?;
+        let wall = Instant::now();
         let figures = engine_point(scratch.path(), clients, duration)?;
+        let cores = (cpu_seconds()? - cpu_before) / wall.elapsed().as_secs_f64();
+        println!(
+            "engine at {clients} clients used {cores:.2} cores (of the machine's {})",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        json.insert(format!("engine_cpu_cores_c{clients}"), number(cores));
         print_row("engine", &figures);
         rates.insert(("engine".into(), clients), figures.transitions_per_s);
         json.insert(format!("transitions_per_s_c{clients}"), number(figures.transitions_per_s));
@@ -326,6 +334,18 @@ fn run_child(role: &str, dir: &Path) -> Result<Value, BoxError> {
     let stdout = String::from_utf8(output.stdout)?;
     let line = stdout.lines().last().ok_or("child printed nothing")?;
     Ok(serde_json::from_str(line)?)
+}
+
+/// CPU time this process used so far (user and system), from /proc.
+fn cpu_seconds() -> Result<f64, BoxError> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').ok_or("malformed /proc/self/stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let ticks: f64 = fields.get(11).ok_or("no utime")?.parse::<f64>()?
+        + fields.get(12).ok_or("no stime")?.parse::<f64>()?;
+    Ok(ticks / 100.0)
 }
 
 /// Anonymous resident memory of this process (heap, not mapped files), from /proc.
