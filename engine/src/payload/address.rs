@@ -30,17 +30,32 @@ impl fmt::Debug for ContentAddress {
 }
 
 /// Hashes a key that is already uniformly random (a SHA-256, the random bytes of an upload id)
-/// by taking eight of its bytes: no second hash over bytes that are one already. Keys come
-/// from SHA-256 of client data or from the OS's random source, so a client cannot aim many
-/// keys at one bucket of a table.
+/// from eight of its bytes, mixed with a secret drawn once per process (a folded multiply):
+/// one multiply instead of SipHash over the whole key. The secret keeps clients from choosing
+/// payloads whose addresses crowd one part of a table: which bits of an address pick a slot
+/// depends on a value they cannot see.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PrehashedHasher {
-    hash: u64,
+    word: u64,
+}
+
+/// The per-process secret of [`PrehashedHasher`].
+fn hash_secret() -> u64 {
+    static SECRET: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SECRET.get_or_init(|| {
+        use std::hash::BuildHasher as _;
+        // std's RandomState is seeded from the OS's random source once per process.
+        std::collections::hash_map::RandomState::new().hash_one(0x7E55_E7A0_u64)
+    })
 }
 
 impl std::hash::Hasher for PrehashedHasher {
+    #[allow(clippy::cast_possible_truncation, reason = "the halves of a 128-bit product")]
     fn finish(&self) -> u64 {
-        self.hash
+        let product = u128::from(self.word ^ hash_secret()) * 0x9E37_79B9_7F4A_7C15_u128;
+        // Fold the high half in: every output bit depends on every input bit.
+        let [low, high] = [product as u64, (product >> 64) as u64];
+        low ^ high
     }
 
     fn write(&mut self, bytes: &[u8]) {
@@ -50,7 +65,7 @@ impl std::hash::Hasher for PrehashedHasher {
         for (w, b) in word.iter_mut().zip(bytes.get(tail..).unwrap_or(&[])) {
             *w = *b;
         }
-        self.hash ^= u64::from_le_bytes(word);
+        self.word ^= u64::from_le_bytes(word);
     }
 
     fn write_usize(&mut self, _: usize) {
