@@ -18,6 +18,9 @@ pub const DAY_MS_DEFAULT: u64 = 24 * 60 * 60 * 1000;
 pub const INLINE_PAYLOAD_BYTES_DEFAULT: u64 = 16 << 10;
 /// WAL bytes after which a checkpoint is taken, by default.
 pub const CHECKPOINT_WAL_BYTES_DEFAULT: u64 = 64 << 20;
+/// The smallest WAL batch the engine accepts: its records (a compaction move, a bucket's
+/// creation, a small completion) must fit.
+pub const WAL_BATCH_BYTES_MIN: u32 = 4 << 10;
 /// Events a slow subscriber may fall behind by before it lags.
 pub const EVENTS_CAPACITY_DEFAULT: usize = 4096;
 
@@ -69,6 +72,8 @@ impl EngineConfig {
             "events_capacity must be positive"
         } else if self.checkpoint_wal_bytes == 0 {
             "checkpoint_wal_bytes must be positive"
+        } else if self.wal.batch_bytes_max < WAL_BATCH_BYTES_MIN {
+            "the WAL's batch_bytes_max must be at least 4 KiB (a record of the engine must fit)"
         } else if self.inline_payload_bytes_max > u64::from(self.wal.batch_bytes_max) / 2 {
             "inline_payload_bytes_max must be at most half of the WAL's batch_bytes_max"
         } else {

@@ -246,8 +246,9 @@ fn unreachable_encoding() -> Vec<u8> {
 pub fn decode(lsn: u64, bytes: &[u8]) -> Result<Transition, EngineError> {
     let undecodable = |reason: String| EngineError::Undecodable { what: "record", lsn, reason };
     match bytes.split_first() {
-        Some((&RECORD_VERSION, body)) => match postcard::from_bytes(body) {
-            Ok(transition) => Ok(transition),
+        Some((&RECORD_VERSION, body)) => match postcard::take_from_bytes(body) {
+            Ok((transition, [])) => Ok(transition),
+            Ok((_, rest)) => Err(undecodable(format!("{} bytes after the transition", rest.len()))),
             Err(e) => Err(undecodable(e.to_string())),
         },
         Some((version, _)) => Err(undecodable(format!("unknown record version {version}"))),
@@ -313,7 +314,9 @@ mod tests {
     fn records_round_trip_and_bad_ones_fail_with_their_lsn() {
         let t = transition(Op::DeleteObject { bucket: "bkt".to_owned(), key: "k".to_owned() });
         assert_eq!(decode(5, &encode(&t)).unwrap(), t);
-        for bad in [&[][..], &[2, 0][..], &[1, 0xFF][..]] {
+        let mut trailing = encode(&t);
+        trailing.push(0);
+        for bad in [&[][..], &[2, 0][..], &[1, 0xFF][..], &trailing[..]] {
             match decode(5, bad) {
                 Err(EngineError::Undecodable { lsn: 5, what: "record", .. }) => {}
                 other => panic!("{bad:?}: {other:?}"),

@@ -87,20 +87,25 @@ pub fn split(lsn: u64, blob: &[u8]) -> Result<(&[u8], &[u8]), EngineError> {
     })
 }
 
+/// Decodes one section, which must hold nothing after its value.
+fn decode_section<T: serde::de::DeserializeOwned>(
+    lsn: u64,
+    bytes: &[u8],
+) -> Result<T, EngineError> {
+    let undecodable = |reason: String| EngineError::Undecodable { what: "checkpoint", lsn, reason };
+    match postcard::take_from_bytes(bytes) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(undecodable(format!("{} bytes after a section", rest.len()))),
+        Err(e) => Err(undecodable(e.to_string())),
+    }
+}
+
 /// Decodes the payload section.
 pub fn decode_payloads(lsn: u64, bytes: &[u8]) -> Result<Vec<PayloadEntry>, EngineError> {
-    postcard::from_bytes(bytes).map_err(|e| EngineError::Undecodable {
-        what: "checkpoint",
-        lsn,
-        reason: e.to_string(),
-    })
+    decode_section(lsn, bytes)
 }
 
 /// Decodes the state section.
 pub fn decode_state(lsn: u64, bytes: &[u8]) -> Result<StateImage, EngineError> {
-    postcard::from_bytes(bytes).map_err(|e| EngineError::Undecodable {
-        what: "checkpoint",
-        lsn,
-        reason: e.to_string(),
-    })
+    decode_section(lsn, bytes)
 }

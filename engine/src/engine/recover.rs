@@ -42,10 +42,16 @@ impl Engine {
                         snapshot::decode_payloads(lsn, payload_section)
                             .and_then(|entries| Ok(payload.restore_entries(&entries)?))
                     });
-                    let image = snapshot::decode_state(lsn, state_section).map(|image| {
+                    let image = snapshot::decode_state(lsn, state_section).and_then(|image| {
                         let mut state = image.state;
-                        state.restore(image.uploads);
-                        state
+                        state.restore(image.uploads).map_err(|reason| {
+                            EngineError::Undecodable {
+                                what: "checkpoint",
+                                lsn,
+                                reason: reason.to_owned(),
+                            }
+                        })?;
+                        Ok(state)
                     });
                     let payloads = payloads.join().unwrap_or_else(|_| {
                         Err(EngineError::Undecodable {

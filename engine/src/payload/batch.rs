@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
-use crate::payload::address::{Location, SegmentId};
+use crate::payload::address::{ContentAddress, Location, SegmentId};
 use crate::payload::digest::Digester;
 use crate::payload::error::PayloadError;
 use crate::payload::format::{self, ENTRY_HEADER_BYTES};
 use crate::payload::ingest::{Pending, Receipt};
+use crate::payload::read::verify_entry;
 use crate::payload::segments::Claim;
 use crate::payload::{Entry, PayloadStore};
 
@@ -19,9 +20,9 @@ impl PayloadStore {
     /// Stores `payloads` (each at most `payload_bytes_max`), entries back to back, one
     /// fdatasync per segment used; returns one pending reference per payload, in order. Bytes
     /// that are live already (and checked) are referenced where they are, and the empty payload
-    /// is stored nowhere, as with [`PayloadStore::ingest`]. A payload whose live copy has not
-    /// been checked since open gets `None`: the caller keeps its bytes (a damaged copy must
-    /// not stand in for good bytes; reading it checks it, and a later batch can use it then).
+    /// is stored nowhere, as with [`PayloadStore::ingest`]. A live copy not checked since open
+    /// is checked first; a payload whose live copy is damaged gets `None`: the caller keeps
+    /// its bytes (a damaged copy must not stand in for good ones).
     pub fn ingest_batch(&self, payloads: &[&[u8]]) -> Result<Vec<Option<Pending>>, PayloadError> {
         let inner = &self.inner;
         let mut receipts = Vec::with_capacity(payloads.len());
@@ -41,11 +42,51 @@ impl PayloadStore {
                 healed_from: None,
             });
         }
+        // No compaction meanwhile: the segments written here hold no live entry until the end.
+        let _no_compaction = inner.compacting.lock();
+        // Live copies not checked since open are checked first (outside the store's lock; each
+        // is small); a damaged one stays unused.
+        type Unchecked =
+            (ContentAddress, Location, Arc<dyn tessera_wal::FsFile>, std::path::PathBuf);
+        let unchecked: Vec<Unchecked> = {
+            let state = inner.state.lock();
+            let mut seen = std::collections::HashSet::new();
+            receipts
+                .iter()
+                .filter(|r| r.len > 0 && seen.insert(r.address))
+                .filter_map(|r| {
+                    let entry = state.entries.get(&r.address).filter(|e| !e.verified)?;
+                    let segment = state.segments.get(&entry.segment)?;
+                    Some((
+                        r.address,
+                        entry.location(),
+                        Arc::clone(&segment.file),
+                        segment.path.clone(),
+                    ))
+                })
+                .collect()
+        };
+        let mut checked = Vec::with_capacity(unchecked.len());
+        for (address, location, file, path) in unchecked {
+            let Location::Segment { offset, len, .. } = location else { continue };
+            match verify_entry(&*file, &path, offset, len, &address) {
+                Ok(()) => checked.push((address, location)),
+                Err(PayloadError::Corrupt { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         // What each payload becomes. Live, checked copies are pinned at once (a pending
         // reference), so they cannot go while the others are written.
         let mut fate = vec![Fate::Write; receipts.len()];
         {
             let mut state = inner.state.lock();
+            for (address, location) in &checked {
+                if let Some(entry) =
+                    state.entries.get_mut(address).filter(|e| e.location() == *location)
+                {
+                    entry.verified = true;
+                }
+            }
             for (receipt, fate) in receipts.iter_mut().zip(fate.iter_mut()) {
                 if receipt.len == 0 {
                     *fate = Fate::Ready;

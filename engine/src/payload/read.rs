@@ -9,7 +9,7 @@ use std::sync::Arc;
 use sha2::{Digest as _, Sha256};
 use tessera_wal::FsFile;
 
-use crate::payload::address::{ContentAddress, Location};
+use crate::payload::address::{ContentAddress, Location, SegmentId};
 use crate::payload::error::{PayloadCorruption, PayloadError};
 use crate::payload::format::{self, ENTRY_HEADER_BYTES};
 use crate::payload::{INGEST_CHUNK_BYTES, PayloadStore};
@@ -30,6 +30,7 @@ enum Source {
     Segment {
         file: Arc<dyn FsFile>,
         path: PathBuf,
+        segment: SegmentId,
         data_offset: u64,
         payload_len: u64,
     },
@@ -165,12 +166,12 @@ impl PayloadStore {
                 })?;
             (entry.location(), entry.verified, Arc::clone(&segment.file), segment.path.clone())
         };
-        let Location::Segment { offset, len, .. } = location else {
+        let Location::Segment { segment, offset, len } = location else {
             return Err(PayloadError::UnknownAddress { address: *address });
         };
         let data_offset = offset + ENTRY_HEADER_BYTES;
         let reader = PayloadReader {
-            source: Source::Segment { file, path, data_offset, payload_len: len },
+            source: Source::Segment { file, path, segment, data_offset, payload_len: len },
             range: 0..len,
             pos: 0,
         };
@@ -184,13 +185,15 @@ impl PayloadStore {
         address: &ContentAddress,
         reader: &PayloadReader,
     ) -> Result<(), PayloadError> {
-        let Source::Segment { file, path, data_offset, payload_len } = &reader.source else {
+        let Source::Segment { file, path, data_offset, payload_len, segment } = &reader.source
+        else {
             return Ok(());
         };
         let offset = data_offset - ENTRY_HEADER_BYTES;
         verify_entry(&**file, path, offset, *payload_len, address)?;
+        let checked_at = Location::Segment { segment: *segment, offset, len: *payload_len };
         if let Some(entry) = self.inner.state.lock().entries.get_mut(address)
-            && entry.offset == offset
+            && entry.location() == checked_at
         {
             entry.verified = true;
         }

@@ -307,7 +307,21 @@ impl State {
     /// `uploads_in_order` gave them): rebuilds the indexes a checkpoint does not hold (each
     /// bucket's upload index, sharing the uploads' keys, and the expiry index), and shares
     /// bucket names, owners and default metadata (decoding gives each its own copy).
-    pub fn restore(&mut self, uploads: Vec<(UploadId, Upload)>) {
+    ///
+    /// Fails (naming what is wrong) if the uploads are not in strictly increasing (bucket, key,
+    /// id) order or name a bucket the state lacks: such a checkpoint was not written by
+    /// `uploads_in_order`.
+    pub fn restore(&mut self, uploads: Vec<(UploadId, Upload)>) -> Result<(), &'static str> {
+        for pair in uploads.windows(2) {
+            if let [(id_a, a), (id_b, b)] = pair
+                && (&a.bucket, &a.key, id_a) >= (&b.bucket, &b.key, id_b)
+            {
+                return Err("the uploads are not in (bucket, key, id) order");
+            }
+        }
+        if uploads.iter().any(|(_, u)| !self.buckets.contains_key(&u.bucket)) {
+            return Err("an upload names a bucket the checkpoint lacks");
+        }
         self.uploads.reserve(uploads.len());
         let mut by_expiry = Vec::with_capacity(uploads.len());
         // Runs of one bucket's uploads, each in key order: the index is built from sorted input.
@@ -336,6 +350,7 @@ impl State {
         by_expiry.sort_unstable();
         self.expiry = by_expiry.into_iter().collect();
         self.intern_objects();
+        Ok(())
     }
 
     fn finish_index(&mut self, bucket: Option<Arc<str>>, index: Vec<(Key, Vec<UploadId>)>) {
