@@ -77,6 +77,8 @@ pub struct Engine {
     /// One checkpoint (or compaction) at a time.
     maintenance: Mutex<()>,
     wal_bytes_since_checkpoint: AtomicU64,
+    /// Added to the checkpoint interval after automatic checkpoints failed.
+    checkpoint_backoff_bytes: AtomicU64,
     wal_bytes_total: AtomicU64,
     checkpoint_lsn: AtomicU64,
     _lock: Option<DirLock>,
@@ -221,13 +223,22 @@ impl Engine {
             return Err(e.into());
         }
         let outcome = self.apply_durable(lsn.0);
-        if since >= self.config.checkpoint_wal_bytes
+        let due = self
+            .config
+            .checkpoint_wal_bytes
+            .saturating_add(self.checkpoint_backoff_bytes.load(Ordering::Relaxed));
+        if since >= due
             && let Some(_one) = self.maintenance.try_lock()
-            && let Err(e) = self.checkpoint_locked()
         {
-            // Tried again after another `checkpoint_wal_bytes`, not at every commit.
-            self.wal_bytes_since_checkpoint.store(0, Ordering::Relaxed);
-            tracing::warn!(error = %e, "automatic checkpoint failed");
+            match self.checkpoint_locked() {
+                Ok(_) => self.checkpoint_backoff_bytes.store(0, Ordering::Relaxed),
+                Err(e) => {
+                    // Tried again after another `checkpoint_wal_bytes`, not at every commit.
+                    let interval = self.config.checkpoint_wal_bytes;
+                    self.checkpoint_backoff_bytes.fetch_add(interval, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "automatic checkpoint failed");
+                }
+            }
         }
         outcome
     }

@@ -96,6 +96,7 @@ impl Engine {
             events,
             maintenance: Mutex::new(()),
             wal_bytes_since_checkpoint: AtomicU64::new(0),
+            checkpoint_backoff_bytes: AtomicU64::new(0),
             wal_bytes_total: AtomicU64::new(0),
             checkpoint_lsn: AtomicU64::new(checkpoint_lsn),
             _lock: lock,
