@@ -260,3 +260,55 @@ fn restoring_uploads_out_of_order_fails() {
     broken.uploads.clear();
     assert!(broken.restore(reversed).is_err());
 }
+
+/// An automatic checkpoint that fails (the disk full for its file) leaves the engine writable,
+/// is tried again one interval later rather than at every commit, and then succeeds.
+#[test]
+fn a_failed_automatic_checkpoint_backs_off_and_retries() {
+    use tessera_wal::SimFs;
+    let config = || EngineConfig { checkpoint_wal_bytes: 2048, ..EngineConfig::default() };
+    let create = |engine: &Engine, n: u32| engine.create_bucket("alice", &format!("bucket-{n:04}"));
+    // Transitions until one crosses the checkpoint interval, counting the writes before it.
+    let run_until_due = |fs: &SimFs| {
+        let engine = Engine::open_with_fs(fs.shared(), "/data", config()).unwrap();
+        let mut n = 0;
+        let mut record_bytes = 0;
+        loop {
+            let before = fs.write_calls();
+            let since = engine.stats().wal_bytes_since_checkpoint;
+            // Names of one length: every record is as long as the last one.
+            if record_bytes > 0 && since + record_bytes >= 2048 {
+                return (engine, n, before);
+            }
+            create(&engine, n).unwrap();
+            record_bytes = engine.stats().wal_bytes_since_checkpoint - since;
+            n += 1;
+        }
+    };
+    let dry = SimFs::new(1);
+    let (_, _, first_write) = run_until_due(&dry);
+    for target in first_write..first_write + 12 {
+        let fs = SimFs::new(1);
+        let (engine, n, before) = run_until_due(&fs);
+        assert_eq!(before, first_write, "the runs are deterministic");
+        fs.enospc_at_write(target);
+        let crossed = create(&engine, n);
+        if crossed.is_err() || engine.stats().checkpoint_lsn != 0 || engine.poisoned().is_some() {
+            continue; // this write was the log's, or the checkpoint got through
+        }
+        // The checkpoint failed; the transition that crossed the mark stands.
+        let since = engine.stats().wal_bytes_since_checkpoint;
+        assert!(since >= 2048 - 100, "the stat keeps the log bytes: {since}");
+        create(&engine, n + 1).unwrap();
+        assert_eq!(engine.stats().checkpoint_lsn, 0, "not retried at the next commit");
+        let mut m = n + 2;
+        while engine.stats().checkpoint_lsn == 0 {
+            create(&engine, m).unwrap();
+            m += 1;
+            assert!(m < n + 200, "retried within another interval");
+        }
+        assert!(engine.stats().wal_bytes_since_checkpoint < 2048);
+        return;
+    }
+    panic!("no write of the checkpoint found to fail");
+}
