@@ -73,7 +73,9 @@ impl std::hash::Hasher for PrehashedHasher {
     }
 }
 
-/// A map keyed by prehashed keys.
+/// A map keyed by prehashed keys: only keys whose `Hash` feeds one byte string whose last
+/// eight bytes are uniformly random (a [`ContentAddress`], an upload id). Any other key (a
+/// tuple, a string) would hash badly.
 pub type PrehashedMap<K, V> =
     std::collections::HashMap<K, V, std::hash::BuildHasherDefault<PrehashedHasher>>;
 
