@@ -376,8 +376,9 @@ fn child(role: &str) -> Result<(), BoxError> {
     out.insert("recovery_s".into(), number(recovery_s));
     out.insert("uploads".into(), engine.stats().live_uploads.into());
     if role == "checkpoint-again" {
-        engine.create_bucket(ACTOR, "bench-after")?;
-        engine.checkpoint()?.ok_or("no checkpoint taken")?;
+        engine.create_bucket(ACTOR, &format!("bench-after-{}", std::process::id()))?;
+        let report = engine.checkpoint()?.ok_or("no checkpoint taken")?;
+        eprintln!("second checkpoint: {report:?}");
     } else if role == "recover-and-checkpoint" {
         let started = Instant::now();
         let report = engine.checkpoint()?.ok_or("no checkpoint taken")?;

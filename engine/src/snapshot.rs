@@ -53,21 +53,32 @@ pub struct StateImage {
 /// Bytes before the sections: the version, then the payload section's length (u64).
 const PREFIX_BYTES: usize = 9;
 
-/// Encodes a checkpoint blob: the payload section, then the state section, each decodable on
-/// its own (recovery decodes them on two threads).
-pub fn encode(state: &State, payloads: &[PayloadEntry]) -> Result<Vec<u8>, EngineError> {
-    let failed = |e: postcard::Error| EngineError::Undecodable {
-        what: "checkpoint (encoding)",
-        lsn: state.applied_lsn,
-        reason: e.to_string(),
-    };
+/// Encodes the state section of a checkpoint (the part that needs the state's lock).
+pub fn encode_state(state: &State) -> Result<Vec<u8>, EngineError> {
+    postcard::to_allocvec(&StateRef { state, uploads: UploadsInOrder(state) })
+        .map_err(|e| encoding_failed(state.applied_lsn, &e))
+}
+
+/// Encodes a checkpoint blob taken at `lsn` from the payload references and the encoded state
+/// section: the payload section, then the state section, each decodable on its own (recovery
+/// decodes them on two threads).
+pub fn encode(
+    lsn: u64,
+    payloads: &[PayloadEntry],
+    state_section: &[u8],
+) -> Result<Vec<u8>, EngineError> {
     let mut blob = vec![SNAPSHOT_VERSION, 0, 0, 0, 0, 0, 0, 0, 0];
-    blob = postcard::to_extend(payloads, blob).map_err(failed)?;
+    blob = postcard::to_extend(payloads, blob).map_err(|e| encoding_failed(lsn, &e))?;
     let payload_bytes = (blob.len() - PREFIX_BYTES) as u64;
     if let Some(length) = blob.get_mut(1..PREFIX_BYTES) {
         length.copy_from_slice(&payload_bytes.to_le_bytes());
     }
-    postcard::to_extend(&StateRef { state, uploads: UploadsInOrder(state) }, blob).map_err(failed)
+    blob.extend_from_slice(state_section);
+    Ok(blob)
+}
+
+fn encoding_failed(lsn: u64, e: &postcard::Error) -> EngineError {
+    EngineError::Undecodable { what: "checkpoint (encoding)", lsn, reason: e.to_string() }
 }
 
 /// Splits a checkpoint blob taken at `lsn` into its payload and state sections.

@@ -110,8 +110,10 @@ pub struct CheckpointReport {
     pub inline_payloads_moved: u64,
     /// Time moving them.
     pub migrate: Duration,
-    /// Time encoding the state (applies wait meanwhile).
+    /// Time encoding the checkpoint.
     pub encode: Duration,
+    /// Of which the state's read lock was held (transitions wait to apply meanwhile).
+    pub state_locked: Duration,
     /// Time writing, syncing and retiring log segments.
     pub write: Duration,
 }
@@ -331,15 +333,20 @@ impl Engine {
         let started = Instant::now();
         let inline_payloads_moved = self.migrate_inline()?;
         let migrate = started.elapsed();
-        let (lsn, blob) = {
+        let (lsn, state_section, payloads, state_locked) = {
             let core = self.core.read();
+            let locked_at = Instant::now();
             let lsn = core.state.applied_lsn;
             // The payload snapshot is taken under the state's read lock: no transition applies
             // meanwhile, so its references are exactly those of the state at `lsn` (moves
             // recorded after `lsn` may show; replay re-applies them as no-ops).
             let payloads = self.payload.snapshot();
-            (lsn, snapshot::encode(&core.state, &payloads)?)
+            let state_section = snapshot::encode_state(&core.state)?;
+            (lsn, state_section, payloads, locked_at.elapsed())
         };
+        // The payload section is encoded after the lock is released: writers wait only for
+        // the state's part.
+        let blob = snapshot::encode(lsn, &payloads, &state_section)?;
         let encode = started.elapsed() - migrate;
         let since_before = self.wal_bytes_since_checkpoint.swap(0, Ordering::Relaxed);
         if let Err(e) = self.wal.write_checkpoint(Lsn(lsn), &blob) {
@@ -354,6 +361,7 @@ impl Engine {
             inline_payloads_moved: inline_payloads_moved as u64,
             migrate,
             encode,
+            state_locked,
             write: started.elapsed() - migrate - encode,
         };
         tracing::info!(?report, "checkpoint written");
