@@ -15,6 +15,14 @@ use crate::error::EngineError;
 use crate::payload::ContentAddress;
 use crate::state::{PartData, State};
 
+/// Every part of every upload and object.
+fn parts(state: &State) -> impl Iterator<Item = &crate::state::Part> {
+    let State { buckets, uploads, .. } = state;
+    let in_uploads = uploads.values().flat_map(|u| u.parts.iter());
+    let in_objects = buckets.values().flat_map(|b| b.objects.values()).flat_map(|o| o.parts.iter());
+    in_uploads.chain(in_objects)
+}
+
 /// Every part of every upload and object, mutably.
 fn parts_mut(state: &mut State) -> impl Iterator<Item = &mut crate::state::Part> {
     let State { buckets, uploads, .. } = state;
@@ -29,12 +37,7 @@ impl Engine {
     pub(super) fn migrate_inline(&self) -> Result<usize, EngineError> {
         let inline: HashMap<ContentAddress, Arc<[u8]>> = {
             let core = self.core.read();
-            let State { buckets, uploads, .. } = &core.state;
-            let in_uploads = uploads.values().flat_map(|u| u.parts.iter());
-            let in_objects =
-                buckets.values().flat_map(|b| b.objects.values()).flat_map(|o| o.parts.iter());
-            in_uploads
-                .chain(in_objects)
+            parts(&core.state)
                 .filter_map(|p| match &p.data {
                     PartData::Inline(inline) => Some((inline.address, Arc::clone(&inline.bytes))),
                     _ => None,

@@ -11,7 +11,7 @@ use crate::model::{
 use crate::names::{check_key, check_meta};
 use crate::payload::Checksum;
 use crate::record::{CompletePart, Op};
-use crate::state::{ListParts, ListUploads, Outcome, PartsPage, UploadsPage};
+use crate::state::{ListParts, ListUploads, Outcome, PartsPage, UploadsPage, part_number};
 
 /// A part to upload.
 #[derive(Clone, Debug, Default)]
@@ -153,7 +153,7 @@ impl Engine {
         request: &PartUpload<'_>,
         body: &mut dyn Read,
     ) -> Result<PartStored, EngineError> {
-        check_part_number(request.part_number)?;
+        part_number(request.part_number)?;
         let (upload_id, spec) = self.find_upload(request.bucket, request.key, request.upload_id)?;
         let payload = self.take_payload(
             body,
@@ -183,14 +183,15 @@ impl Engine {
         actor: &str,
         request: &PartCopy<'_>,
     ) -> Result<PartStored, EngineError> {
-        check_part_number(request.part_number)?;
+        part_number(request.part_number)?;
         let (upload_id, spec) = self.find_upload(request.bucket, request.key, request.upload_id)?;
         let source = self.read_state(|state| {
             state.object(request.source_bucket, request.source_key).map(|object| {
-                let spans: Vec<(u64, u64, Option<crate::payload::ChecksumAlgorithm>)> = object
+                // Each part's length and checksum algorithm.
+                let spans: Vec<(u64, Option<crate::payload::ChecksumAlgorithm>)> = object
                     .parts
                     .iter()
-                    .map(|p| (p.size_bytes, 0, p.checksum.as_ref().map(|c| c.algorithm)))
+                    .map(|p| (p.size_bytes, p.checksum.as_ref().map(|c| c.algorithm)))
                     .collect();
                 (object.etag, object.size_bytes, spans)
             })
@@ -206,7 +207,7 @@ impl Engine {
         let whole = (first, last + 1);
         let mut start = 0u64;
         let mut by_reference = None;
-        for (index, (len, _, algorithm)) in parts.iter().enumerate() {
+        for (index, (len, algorithm)) in parts.iter().enumerate() {
             let span = (start, start + len);
             let checksum_fits = spec.is_none_or(|s| Some(s.algorithm) == *algorithm);
             if (span == whole || (size_bytes == 0 && parts.len() == 1)) && checksum_fits {
@@ -333,15 +334,5 @@ impl Engine {
         args: &ListUploads,
     ) -> Result<UploadsPage, EngineError> {
         self.read_state(|s| s.list_uploads(bucket, args))
-    }
-}
-
-pub(crate) fn check_part_number(part_number: u32) -> Result<(), EngineError> {
-    if (1..=10_000).contains(&part_number) {
-        Ok(())
-    } else {
-        Err(EngineError::invalid_argument(
-            "Part number must be an integer between 1 and 10000, inclusive",
-        ))
     }
 }

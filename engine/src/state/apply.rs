@@ -115,7 +115,8 @@ fn release_parts<'a>(parts: impl IntoIterator<Item = &'a Part>, effects: &mut Ve
     effects.extend(parts.into_iter().filter_map(|p| p.data.stored()).map(|a| Effect::Release(*a)));
 }
 
-fn part_number(number: u32) -> Result<u16, EngineError> {
+/// A part number S3 accepts (1..=10000), or InvalidArgument.
+pub(crate) fn part_number(number: u32) -> Result<u16, EngineError> {
     match u16::try_from(number) {
         Ok(n) if (1..=10_000).contains(&n) => Ok(n),
         _ => Err(EngineError::invalid_argument(

@@ -16,6 +16,7 @@ use crate::model::{
 };
 use crate::payload::{Checksum, ContentAddress, PrehashedMap, SegmentId};
 
+pub(crate) use self::apply::part_number;
 pub use self::apply::{Applied, Effect, Outcome};
 pub use self::listing::{
     ListObjects, ListParts, ListUploads, ObjectSummary, ObjectsPage, PAGE_ENTRIES_MAX, PartsPage,
