@@ -31,7 +31,7 @@ use tessera::{
 
 use peers::workload::{self, Abort, BoxError, Complete, Create, PutPart, RunFigures};
 use peers::workload::{TransitionClient, TransitionStore};
-use peers::{CLIENT_COUNTS, Peer, SEED};
+use peers::{Peer, SEED};
 
 const ACTOR: &str = "bench";
 /// Bytes of each part of the 1M-upload state (distinct bytes per part).
@@ -129,7 +129,16 @@ fn engine_point(base: &Path, clients: usize, duration: Duration) -> Result<RunFi
     let engine = Engine::open(dir.path(), workload_config())?;
     engine.create_bucket(ACTOR, workload::BUCKET)?;
     let store = EngineStore { engine };
-    workload::run(&store, clients, duration, SEED)
+    let figures = workload::run(&store, clients, duration, SEED)?;
+    let wal = store.engine.wal().stats();
+    println!(
+        "engine at {clients} clients: {:.1} records per batch, {:.0} us per fdatasync (max {:.1} ms), {:.0} KiB per batch",
+        wal.records_per_batch(),
+        wal.sync_time.as_secs_f64() * 1e6 / wal.batches.max(1) as f64,
+        wal.sync_time_max.as_secs_f64() * 1e3,
+        wal.bytes as f64 / 1024.0 / wal.batches.max(1) as f64,
+    );
+    Ok(figures)
 }
 
 fn main() -> ExitCode {
@@ -178,7 +187,7 @@ fn bench() -> Result<(), BoxError> {
     let mut rates: HashMap<(String, usize), f64> = HashMap::new();
     // Interleaved per client count, so that a drift of the shared disk hits every store alike.
     let only_engine = std::env::var_os("TESSERA_BENCH_ENGINE_ONLY").is_some();
-    for clients in CLIENT_COUNTS {
+    for clients in peers::client_counts() {
         let cpu_before = cpu_seconds()?;
         let wall = Instant::now();
         let figures = engine_point(scratch.path(), clients, duration)?;

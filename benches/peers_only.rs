@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use peers::workload::{ABORT_PERCENT, BoxError, PART_BYTES, PARTS_PER_UPLOAD, RunFigures};
-use peers::{CLIENT_COUNTS, Peer, SEED};
+use peers::{Peer, SEED};
 
 fn main() -> ExitCode {
     // `cargo bench` passes `--bench`; a filter argument that does not match skips this harness.
@@ -91,7 +91,7 @@ fn bench() -> Result<(), BoxError> {
     let mut json = Map::new();
     let mut measured = Vec::new();
     for peer in Peer::ALL {
-        for clients in CLIENT_COUNTS {
+        for clients in peers::client_counts() {
             let figures = if peer.available() {
                 peer.run_point(scratch.path(), clients, duration, SEED)
                     .map_err(|e| format!("{} at {clients} clients: {e}", peer.name()))?

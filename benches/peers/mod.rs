@@ -101,7 +101,20 @@ pub fn scratch_base() -> Result<PathBuf, BoxError> {
     Ok(base)
 }
 
-/// Seconds per point: `TESSERA_BENCH_SECS`, default 5.
+/// The client counts to measure: `TESSERA_BENCH_CLIENTS` (comma-separated, for profiling one
+/// point), default [`CLIENT_COUNTS`].
+pub fn client_counts() -> Vec<usize> {
+    let wanted = std::env::var("TESSERA_BENCH_CLIENTS").ok();
+    let parsed: Vec<usize> = wanted
+        .iter()
+        .flat_map(|s| s.split(','))
+        .filter_map(|n| n.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .collect();
+    if parsed.is_empty() { CLIENT_COUNTS.to_vec() } else { parsed }
+}
+
+/// Seconds each point runs: `TESSERA_BENCH_SECS`, default 5.
 pub fn seconds_per_point() -> f64 {
     std::env::var("TESSERA_BENCH_SECS")
         .ok()

@@ -774,3 +774,83 @@ fn subscribers_see_every_transition_once_in_lsn_order() {
 fn code(e: &EngineError) -> String {
     e.s3_code().to_owned()
 }
+
+#[test]
+fn compaction_runs_while_transitions_commit() {
+    // Compaction logs its moves and waits for them while it holds the payload store's
+    // compaction lock; committing threads' group-commit leaders apply their batches (which
+    // takes that store's locks) before waking their batch. Neither may wait for the other.
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let engine = open(dir.path(), &clock);
+    engine.create_bucket("creator", BUCKET).unwrap();
+    let writers_done = std::sync::atomic::AtomicBool::new(false);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let worker = {
+        let engine = Arc::clone(&engine);
+        std::thread::spawn(move || {
+            let compacted = std::thread::scope(|scope| {
+                let writers: Vec<_> = (0..THREADS)
+                    .map(|thread| {
+                        let engine = &engine;
+                        scope.spawn(move || {
+                            for round in 0..rounds(64) {
+                                // Not inline (over 64 bytes): each lands in a payload segment,
+                                // and the delete leaves it dead for compaction.
+                                let mut bytes = part_bytes(round, thread, 1);
+                                bytes.resize(100 + round % 50, thread as u8);
+                                let key = format!("compact/{thread}/{round}");
+                                let put = ObjectPut {
+                                    bucket: BUCKET,
+                                    key: &key,
+                                    content_length: Some(bytes.len() as u64),
+                                    ..ObjectPut::default()
+                                };
+                                engine.put_object("writer", &put, &mut &bytes[..]).unwrap();
+                                if round % 4 != 0 {
+                                    engine.delete_object("writer", BUCKET, &key).unwrap();
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                let compactor = scope.spawn(|| {
+                    let mut segments = 0;
+                    while !writers_done.load(std::sync::atomic::Ordering::Relaxed) {
+                        segments += engine.compact().unwrap().segments_compacted;
+                    }
+                    segments
+                });
+                for writer in writers {
+                    writer.join().unwrap();
+                }
+                writers_done.store(true, std::sync::atomic::Ordering::Relaxed);
+                compactor.join().unwrap()
+            });
+            done_tx.send(compacted).unwrap();
+        })
+    };
+    let compacted = done_rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("commits and compaction deadlocked");
+    worker.join().unwrap();
+    assert!(compacted > 0, "compaction ran while the writers did");
+    // What is left reads back, before and after a reopen.
+    let kept: Vec<(String, Vec<u8>)> = (0..THREADS)
+        .flat_map(|thread| {
+            (0..rounds(64)).filter(|round| round % 4 == 0).map(move |round| {
+                let mut bytes = part_bytes(round, thread, 1);
+                bytes.resize(100 + round % 50, thread as u8);
+                (format!("compact/{thread}/{round}"), bytes)
+            })
+        })
+        .collect();
+    for (key, bytes) in &kept {
+        assert_eq!(&read(&engine, key), bytes, "{key}");
+    }
+    drop(engine);
+    let engine = open(dir.path(), &clock);
+    for (key, bytes) in &kept {
+        assert_eq!(&read(&engine, key), bytes, "{key} after reopen");
+    }
+}

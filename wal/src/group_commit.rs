@@ -14,6 +14,13 @@
 //! waiter of a pending record to lead the next batch. A woken waiter learns from an atomic
 //! copy of the durable LSN that it is done, without taking the lock again: a condvar would
 //! hand the lock from each woken waiter to the next, one context switch at a time.
+//!
+//! A caller may pass an `on_durable` hook. If it leads a batch, it runs the hook (with the
+//! batch's last LSN) after the sync and after waking the next leader, but before waking the
+//! batch's waiters that passed a hook too: an engine applies the batch there, once, so that
+//! its waiters wake to results instead of queueing for the engine's lock one by one. Waiters
+//! that passed no hook wake before it runs, so a caller that holds a lock the hook needs, and
+//! waits without a hook, never deadlocks with it.
 
 use std::io;
 use std::panic;
@@ -51,8 +58,8 @@ pub(crate) struct Queue {
     spare: Vec<u8>,
     /// Whether a leader is writing a batch now.
     leader_active: bool,
-    /// Parked callers and the LSN each waits for, in the order they came.
-    waiters: Vec<(Lsn, Arc<Waiter>)>,
+    /// Parked callers, in the order they came.
+    waiters: Vec<Waiting>,
     /// Appenders waiting for room in `pending`.
     space_waiters: u32,
     /// The failure that poisoned the log, if any.
@@ -129,6 +136,61 @@ impl Queue {
 /// How the leader writes a batch: seals, writes and fdatasyncs it, or says why it could not.
 pub(crate) type WriteBatch<'a> = &'a dyn Fn(&mut Batch) -> Result<(), Box<PoisonCause>>;
 
+/// What a leader runs once its batch is durable, before waking the batch's waiters: the
+/// batch's last LSN (every record up to it is durable).
+pub type OnDurable<'a> = &'a dyn Fn(Lsn);
+
+/// Whom a leader wakes after its batch, in this order: the next leader and the waiters
+/// without a hook; then, after the leader's `on_durable` hook, the waiters with one. On poison,
+/// everyone, with no hook.
+#[derive(Default)]
+#[must_use]
+struct Woken {
+    next_leader: Option<Arc<Waiter>>,
+    early: Vec<Arc<Waiter>>,
+    durable_lsn: Option<Lsn>,
+    after_hook: Vec<Arc<Waiter>>,
+}
+
+impl Woken {
+    fn everyone(waiters: Vec<Arc<Waiter>>) -> Woken {
+        Woken { early: waiters, ..Woken::default() }
+    }
+
+    /// Wakes them, running `on_durable` in between. Call with the queue's lock released.
+    fn wake(self, on_durable: Option<OnDurable<'_>>) {
+        if let Some(next) = &self.next_leader {
+            next.wake();
+        }
+        // Dropped, so woken, even if the hook panics.
+        let after_hook = WakeOnDrop(self.after_hook);
+        drop(WakeOnDrop(self.early));
+        if let (Some(hook), Some(lsn)) = (on_durable, self.durable_lsn) {
+            hook(lsn);
+        }
+        drop(after_hook);
+    }
+}
+
+struct WakeOnDrop(Vec<Arc<Waiter>>);
+
+impl Drop for WakeOnDrop {
+    fn drop(&mut self) {
+        for waiter in self.0.drain(..) {
+            waiter.wake();
+        }
+    }
+}
+
+/// A parked caller and what it waits for.
+#[derive(Debug)]
+pub(crate) struct Waiting {
+    lsn: Lsn,
+    waiter: Arc<Waiter>,
+    /// It passed an `on_durable` hook: it wakes after the leader's hook, not before.
+    hooked: bool,
+}
+
 /// A parked caller: set `woken`, then unpark `thread`.
 #[derive(Debug)]
 pub(crate) struct Waiter {
@@ -194,7 +256,7 @@ impl GroupCommit {
         let first = Arc::clone(queue.poison.get_or_insert_with(|| Arc::new(cause)));
         let woken = self.poison_locked(&mut queue);
         drop(queue);
-        wake(woken);
+        woken.wake(None);
         first
     }
 
@@ -206,12 +268,18 @@ impl GroupCommit {
     /// Queues a record and waits until it is durable, under one lock acquisition.
     pub fn append_durable(&self, record: &[u8], write: WriteBatch<'_>) -> Result<Lsn, WalError> {
         let (lsn, queue) = self.push(self.queue.lock(), record, write)?;
-        self.wait_locked(queue, lsn, write)?;
+        self.wait_locked(queue, lsn, write, None)?;
         Ok(lsn)
     }
 
-    /// Waits until `lsn` is durable, leading batches when no one else is.
-    pub fn wait_durable(&self, lsn: Lsn, write: WriteBatch<'_>) -> Result<(), WalError> {
+    /// Waits until `lsn` is durable, leading batches when no one else is; a batch this caller
+    /// leads runs `on_durable` before its waiters wake.
+    pub fn wait_durable(
+        &self,
+        lsn: Lsn,
+        write: WriteBatch<'_>,
+        on_durable: Option<OnDurable<'_>>,
+    ) -> Result<(), WalError> {
         if self.lsn_durable() >= lsn {
             return Ok(());
         }
@@ -219,7 +287,7 @@ impl GroupCommit {
         if lsn >= queue.lsn_next {
             return Err(WalError::NotAppended { lsn, last: queue.lsn_next.prev() });
         }
-        self.wait_locked(queue, lsn, write)
+        self.wait_locked(queue, lsn, write, on_durable)
     }
 
     fn push<'q>(
@@ -241,7 +309,7 @@ impl GroupCommit {
                 queue.space_waiters -= 1;
             } else {
                 let woken = self.lead(&mut queue, write);
-                MutexGuard::unlocked(&mut queue, || wake(woken));
+                MutexGuard::unlocked(&mut queue, || woken.wake(None));
             }
         }
     }
@@ -251,6 +319,7 @@ impl GroupCommit {
         mut queue: MutexGuard<'q, Queue>,
         lsn: Lsn,
         write: WriteBatch<'_>,
+        on_durable: Option<OnDurable<'_>>,
     ) -> Result<(), WalError> {
         loop {
             if queue.lsn_durable >= lsn {
@@ -260,12 +329,16 @@ impl GroupCommit {
             if !queue.leader_active {
                 // Not durable, not in flight: it is pending, and nobody is writing it.
                 let woken = self.lead(&mut queue, write);
-                MutexGuard::unlocked(&mut queue, || wake(woken));
+                MutexGuard::unlocked(&mut queue, || woken.wake(on_durable));
                 continue;
             }
             let me = WAITER.with(Arc::clone);
             me.woken.store(false, Ordering::Relaxed);
-            queue.waiters.push((lsn, Arc::clone(&me)));
+            queue.waiters.push(Waiting {
+                lsn,
+                waiter: Arc::clone(&me),
+                hooked: on_durable.is_some(),
+            });
             drop(queue);
             while !me.woken.load(Ordering::Acquire) {
                 thread::park();
@@ -278,13 +351,14 @@ impl GroupCommit {
         }
     }
 
-    /// Takes a batch and writes it with the lock released. Returns the waiters to wake (once
-    /// the lock is released): those it made durable, and one to lead the next batch. The
-    /// caller holds the lock and saw no batch in flight.
-    #[must_use]
-    fn lead(&self, queue: &mut MutexGuard<'_, Queue>, write: WriteBatch<'_>) -> Vec<Arc<Waiter>> {
+    /// Takes a batch and writes it with the lock released. Returns whom to wake (once the lock
+    /// is released): one waiter to lead the next batch, and those it made durable. The caller
+    /// holds the lock and saw no batch in flight.
+    fn lead(&self, queue: &mut MutexGuard<'_, Queue>, write: WriteBatch<'_>) -> Woken {
         debug_assert!(!queue.leader_active && queue.poison.is_none());
-        let Some(mut batch) = queue.take_batch(self.batch_bytes_max) else { return Vec::new() };
+        let Some(mut batch) = queue.take_batch(self.batch_bytes_max) else {
+            return Woken::default();
+        };
         queue.leader_active = true;
         if queue.space_waiters > 0 {
             self.space.notify_all();
@@ -301,7 +375,7 @@ impl GroupCommit {
                 let source = io::Error::other("the batch writer panicked");
                 let cause = PoisonCause { path: PathBuf::new(), op: "write_batch", source };
                 queue.poison.get_or_insert_with(|| Arc::new(cause));
-                wake(self.poison_locked(queue));
+                self.poison_locked(queue).wake(None);
                 panic::resume_unwind(payload);
             }
         };
@@ -314,19 +388,20 @@ impl GroupCommit {
                 self.lsn_durable.store(durable.0, Ordering::Release);
                 queue.recycle(batch.bytes);
                 // The next leader first: the disk idles until it takes the next batch.
-                let mut woken = Vec::with_capacity(queue.waiters.len());
+                let mut woken = Woken { durable_lsn: Some(durable), ..Woken::default() };
                 if queue.pending_bytes() > 0 {
-                    if let Some(i) = queue.waiters.iter().position(|(lsn, _)| *lsn > durable) {
-                        woken.push(queue.waiters.swap_remove(i).1);
+                    if let Some(i) = queue.waiters.iter().position(|w| w.lsn > durable) {
+                        woken.next_leader = Some(queue.waiters.swap_remove(i).waiter);
                     }
                     if queue.space_waiters > 0 {
                         self.space.notify_all();
                     }
                 }
-                queue.waiters.retain(|(lsn, waiter)| {
-                    let done = *lsn <= durable;
+                queue.waiters.retain(|w| {
+                    let done = w.lsn <= durable;
                     if done {
-                        woken.push(Arc::clone(waiter));
+                        let list = if w.hooked { &mut woken.after_hook } else { &mut woken.early };
+                        list.push(Arc::clone(&w.waiter));
                     }
                     !done
                 });
@@ -341,22 +416,97 @@ impl GroupCommit {
     }
 
     /// With the log poisoned: every waiter must wake to see it.
-    fn poison_locked(&self, queue: &mut Queue) -> Vec<Arc<Waiter>> {
+    fn poison_locked(&self, queue: &mut Queue) -> Woken {
         self.space.notify_all();
-        queue.waiters.drain(..).map(|(_, waiter)| waiter).collect()
-    }
-}
-
-fn wake(waiters: Vec<Arc<Waiter>>) {
-    for waiter in waiters {
-        waiter.wake();
+        Woken::everyone(queue.waiters.drain(..).map(|w| w.waiter).collect())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
     use super::*;
     use crate::frame::frame_bytes;
+
+    /// A leader whose write blocks until `release` says so; `entered` says it is writing.
+    fn gated_write(
+        entered: mpsc::Sender<()>,
+        release: mpsc::Receiver<()>,
+    ) -> impl Fn(&mut Batch) -> Result<(), Box<PoisonCause>> {
+        let release = Mutex::new(release);
+        move |_batch| {
+            entered.send(()).unwrap();
+            release.lock().recv().unwrap();
+            Ok(())
+        }
+    }
+
+    fn instant_write(_batch: &mut Batch) -> Result<(), Box<PoisonCause>> {
+        Ok(())
+    }
+
+    /// Starts a leader of LSN 1 whose write is gated, and a follower waiting for LSN 1 (with a
+    /// hook when `follower_hooked`); returns once the follower is parked.
+    fn leader_and_parked_follower(
+        group: &Arc<GroupCommit>,
+        hook_ran_at: &Arc<AtomicU64>,
+        follower_hooked: bool,
+    ) -> (mpsc::Sender<()>, thread::JoinHandle<()>, thread::JoinHandle<u64>) {
+        let lsn = group.append(b"record", &instant_write).unwrap();
+        let (entered_tx, entered_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel();
+        let leader = {
+            let (group, hook_ran_at) = (Arc::clone(group), Arc::clone(hook_ran_at));
+            thread::spawn(move || {
+                let write = gated_write(entered_tx, release_rx);
+                let hook = |durable: Lsn| {
+                    // Slow, so that a follower woken early would be seen returning first.
+                    thread::sleep(Duration::from_millis(50));
+                    hook_ran_at.store(durable.0, Ordering::SeqCst);
+                };
+                group.wait_durable(lsn, &write, Some(&hook)).unwrap();
+            })
+        };
+        entered_rx.recv().unwrap();
+        let follower = {
+            let (group, hook_ran_at) = (Arc::clone(group), Arc::clone(hook_ran_at));
+            thread::spawn(move || {
+                let hook = |_: Lsn| {};
+                let on_durable: Option<OnDurable<'_>> = follower_hooked.then_some(&hook);
+                group.wait_durable(lsn, &instant_write, on_durable).unwrap();
+                hook_ran_at.load(Ordering::SeqCst)
+            })
+        };
+        while group.queue.lock().waiters.is_empty() {
+            thread::yield_now();
+        }
+        (release_tx, leader, follower)
+    }
+
+    #[test]
+    fn a_hooked_follower_wakes_after_the_leaders_hook() {
+        let group = Arc::new(GroupCommit::new(Lsn::ZERO, 1 << 20, 4 << 20));
+        let hook_ran_at = Arc::new(AtomicU64::new(0));
+        let (release, leader, follower) = leader_and_parked_follower(&group, &hook_ran_at, true);
+        release.send(()).unwrap();
+        assert_eq!(follower.join().unwrap(), 1, "the hook covered LSN 1 before the follower woke");
+        leader.join().unwrap();
+    }
+
+    #[test]
+    fn a_follower_without_a_hook_wakes_before_the_leaders_hook() {
+        // Such a follower may hold a lock the hook needs (the engine's compaction does).
+        let group = Arc::new(GroupCommit::new(Lsn::ZERO, 1 << 20, 4 << 20));
+        let hook_ran_at = Arc::new(AtomicU64::new(0));
+        let (release, leader, follower) = leader_and_parked_follower(&group, &hook_ran_at, false);
+        release.send(()).unwrap();
+        assert_eq!(follower.join().unwrap(), 0, "woken before the 50 ms hook finished");
+        leader.join().unwrap();
+        assert_eq!(hook_ran_at.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn a_batch_takes_whole_frames_up_to_the_bound() {

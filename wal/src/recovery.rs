@@ -122,6 +122,7 @@ pub(crate) fn recover(
         dir: dir.to_path_buf(),
         options: options.clone(),
         catalog: Arc::clone(&catalog),
+        counters: Arc::default(),
     };
     let Some(&last_first_lsn) = listing.segments.last() else {
         if checkpoint_lsn.is_some() || !report.skipped_checkpoints.is_empty() {

@@ -11,12 +11,13 @@ use crate::catalog::{Catalog, SegmentInfo};
 use crate::checkpoint::{self, Checkpoint, WriteFailure, checkpoint_name};
 use crate::error::{PoisonCause, WalError};
 use crate::frame::FRAME_HEADER_BYTES;
-use crate::group_commit::{Batch, GroupCommit};
+use crate::group_commit::{Batch, GroupCommit, OnDurable};
 use crate::io::Fs;
 use crate::limits::{CHECKPOINT_BLOB_BYTES_MAX, CHECKPOINTS_KEPT};
 use crate::options::WalOptions;
 use crate::recovery::{OpenReport, recover};
 use crate::replay::Replay;
+use crate::stats::{Counters, WalStats};
 use crate::writer::SegmentWriter;
 
 /// A write-ahead log in one directory: segment files of framed records, and checkpoints.
@@ -31,6 +32,8 @@ pub struct Wal {
     group: GroupCommit,
     /// Only the group-commit leader locks it, so it is never contended on the commit path.
     writer: Mutex<SegmentWriter>,
+    /// The writer's counters, readable while it writes.
+    counters: Arc<Counters>,
     catalog: Arc<RwLock<Catalog>>,
     /// One checkpoint or retirement at a time.
     maintenance: Mutex<()>,
@@ -105,6 +108,7 @@ impl Wal {
             dir,
             options,
             group,
+            counters: recovered.writer.counters(),
             writer: Mutex::new(recovered.writer),
             catalog: recovered.catalog,
             maintenance: Mutex::new(()),
@@ -147,7 +151,20 @@ impl Wal {
     /// Waits until the record at `lsn` (and every one before it) is durable. The first caller
     /// to find no batch in flight writes one for everybody queued.
     pub fn wait_durable(&self, lsn: Lsn) -> Result<(), WalError> {
-        self.group.wait_durable(lsn, &|batch| self.write_batch(batch))
+        self.group.wait_durable(lsn, &|batch| self.write_batch(batch), None)
+    }
+
+    /// [`Wal::wait_durable`], and if this caller leads a batch, it calls `on_durable` with the
+    /// batch's last LSN once the batch is durable and before the batch's other waiters that
+    /// passed a hook wake (waiters without one wake first: the hook may need a lock they hold).
+    ///
+    /// For a caller that does per-record work once records are durable (an engine applying
+    /// them): the leader does it for the whole batch while the next batch is written, and the
+    /// waiters wake to it done. A caller may return before any hook covered its LSN (it found
+    /// the record durable at once, or another caller led the batch without a hook), so the hook
+    /// is a shortcut: the caller must be able to do the work itself.
+    pub fn wait_durable_then(&self, lsn: Lsn, on_durable: OnDurable<'_>) -> Result<(), WalError> {
+        self.group.wait_durable(lsn, &|batch| self.write_batch(batch), Some(on_durable))
     }
 
     /// Appends a record and waits until it is durable: `Ok` means it survives a crash.
@@ -163,6 +180,11 @@ impl Wal {
             self.wait_durable(last)?;
         }
         Ok(last)
+    }
+
+    /// What the log has written since it opened: batches, records, bytes, sync time.
+    pub fn stats(&self) -> WalStats {
+        self.counters.snapshot()
     }
 
     /// Every record up to this LSN is durable.

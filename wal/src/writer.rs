@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use parking_lot::RwLock;
 
@@ -15,6 +16,7 @@ use crate::io::{Fs, FsFile, OpenMode};
 use crate::limits::ZERO_AHEAD_BYTES;
 use crate::options::WalOptions;
 use crate::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, TEMP_SUFFIX, segment_name};
+use crate::stats::Counters;
 
 /// Where the log appends, and what it needs to start new segments.
 #[derive(Debug)]
@@ -24,6 +26,7 @@ pub(crate) struct SegmentWriter {
     options: WalOptions,
     salts: SaltSource,
     catalog: Arc<RwLock<Catalog>>,
+    counters: Arc<Counters>,
     file: Box<dyn FsFile>,
     path: PathBuf,
     header: SegmentHeader,
@@ -45,6 +48,7 @@ pub(crate) struct WriterParts {
     pub dir: PathBuf,
     pub options: WalOptions,
     pub catalog: Arc<RwLock<Catalog>>,
+    pub counters: Arc<Counters>,
 }
 
 /// The segment the writer resumes (from recovery).
@@ -74,6 +78,7 @@ impl SegmentWriter {
             dir: parts.dir,
             salts,
             catalog: parts.catalog,
+            counters: parts.counters,
             file: segment.file,
             path: segment.path,
             header: segment.header,
@@ -91,6 +96,11 @@ impl SegmentWriter {
         let (segment, _) = create_segment(&*parts.fs, &parts, &salts, first_lsn)?;
         parts.catalog.write().segments.push(SegmentInfo { first_lsn, path: segment.path.clone() });
         Ok(SegmentWriter::resume(parts, segment))
+    }
+
+    /// The counters this writer keeps.
+    pub fn counters(&self) -> Arc<Counters> {
+        Arc::clone(&self.counters)
     }
 
     /// Writes `batch` and fdatasyncs it, first starting a new segment if it does not fit.
@@ -111,7 +121,10 @@ impl SegmentWriter {
         self.file
             .write_all_at(&batch.bytes, self.offset_bytes)
             .map_err(|e| failure(&self.path, "write", e))?;
+        let sync_started = Instant::now();
         self.file.sync_data().map_err(|e| failure(&self.path, "sync_data", e))?;
+        let records = batch.last_lsn.0 - batch.first_lsn.0 + 1;
+        self.counters.batch(records, len, sync_started.elapsed());
         self.offset_bytes += len;
         self.lsn_next = batch.last_lsn.next();
         Ok(())
@@ -140,6 +153,7 @@ impl SegmentWriter {
             dir: self.dir.clone(),
             options: self.options.clone(),
             catalog: Arc::clone(&self.catalog),
+            counters: Arc::clone(&self.counters),
         };
         let (segment, info) = create_segment(&*self.fs, &parts, &self.salts, first_lsn)?;
         self.catalog.write().segments.push(info);

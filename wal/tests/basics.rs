@@ -112,6 +112,9 @@ fn many_threads_share_batches_and_lose_nothing() {
             }
         }
         assert_eq!(model.acked, Lsn(800), "{name}: LSNs are dense");
+        let stats = wal.stats();
+        assert_eq!(stats.records, 800, "{name}");
+        assert!((1..=800).contains(&stats.batches), "{name}: {stats:?}");
         drop(wal);
         model.check_recovered(&reopen()).unwrap();
     }
@@ -129,6 +132,13 @@ fn a_lone_writer_does_not_wait_for_company() {
     let segments = opened.wal.segments().len() as u64;
     // One fdatasync per record, plus one per new segment (its header, before the rename).
     assert_eq!(fs.sync_calls() - syncs_before, 200 + segments - 1);
+    let stats = opened.wal.stats();
+    assert_eq!((stats.batches, stats.records), (200, 200));
+    assert_eq!(stats.records_per_batch(), 1.0);
+    let frame_bytes: u64 =
+        (0..200u64).map(|i| tessera_wal::frame_bytes(record(i).len()) as u64).sum();
+    assert_eq!(stats.bytes, frame_bytes, "the stats count every frame byte");
+    assert!(stats.sync_time >= stats.sync_time_max);
 }
 
 #[test]

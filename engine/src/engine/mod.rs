@@ -58,11 +58,13 @@ struct Queued {
     pending: Option<Pending>,
 }
 
-/// The state, and the outcomes of applied transitions not yet collected by their callers.
+/// The state.
 struct Core {
     state: State,
-    outcomes: HashMap<u64, Result<Outcome, EngineError>>,
 }
+
+/// The result of an applied transition, kept until its caller collects it.
+type Outcomes = HashMap<u64, Result<Outcome, EngineError>>;
 
 /// The multipart engine. `Send + Sync`: share it (`Arc<Engine>`) between threads.
 pub struct Engine {
@@ -73,6 +75,9 @@ pub struct Engine {
     core: RwLock<Core>,
     /// Appended transitions in LSN order (the append and the push happen under this lock).
     queue: Mutex<VecDeque<Queued>>,
+    /// Outcomes of applied transitions, by LSN. Invariant: inserted under the state's write
+    /// lock, in the same critical section that applied them.
+    outcomes: Mutex<Outcomes>,
     events: broadcast::Sender<Arc<Event>>,
     /// One checkpoint (or compaction) at a time.
     maintenance: Mutex<()>,
@@ -219,12 +224,20 @@ impl Engine {
         let logged = bytes.len() as u64;
         self.wal_bytes_total.fetch_add(logged, Ordering::Relaxed);
         let since = self.wal_bytes_since_checkpoint.fetch_add(logged, Ordering::Relaxed) + logged;
-        if let Err(e) = self.wal.wait_durable(lsn) {
+        // A leader applies its batch before waking the batch's waiters; so most callers find
+        // their outcome ready, and only the leader takes the state's write lock.
+        if let Err(e) = self.wal.wait_durable_then(lsn, &|durable| self.apply_until(durable.0)) {
             // Never durable (the log is poisoned): nobody applies it.
             self.queue.lock().retain(|q| q.lsn != lsn.0);
             return Err(e.into());
         }
-        let outcome = self.apply_durable(lsn.0);
+        let ready = self.outcomes.lock().remove(&lsn.0);
+        let outcome = match ready {
+            Some(outcome) => outcome,
+            // Durable, but no hook has applied it yet (a leader without one, or found durable
+            // at once): apply it here.
+            None => self.apply_durable(lsn.0),
+        };
         let due = self
             .config
             .checkpoint_wal_bytes
@@ -248,8 +261,19 @@ impl Engine {
     /// Applies every queued transition that is durable, in LSN order, and returns the outcome
     /// of the one at `mine` (which is durable).
     fn apply_durable(&self, mine: u64) -> Result<Outcome, EngineError> {
+        self.apply_until(self.wal.lsn_durable().0);
+        // Whoever popped `mine` applied it, and stored its outcome, before this thread's
+        // `apply_until` got the state's lock.
+        self.outcomes.lock().remove(&mine).unwrap_or_else(|| {
+            Err(EngineError::InvalidRequest { reason: format!("no outcome for LSN {mine}") })
+        })
+    }
+
+    /// Applies the queued transitions up to `durable` (all durable), in LSN order, and stores
+    /// their outcomes for their callers.
+    fn apply_until(&self, durable: u64) {
         let mut core = self.core.write();
-        let durable = self.wal.lsn_durable().0;
+        let mut applied = Vec::new();
         loop {
             let next = {
                 let mut queue = self.queue.lock();
@@ -266,12 +290,12 @@ impl Engine {
                 applied.outcome
             });
             self.publish(lsn, &transition, subject, &result);
-            core.outcomes.insert(lsn, result);
+            applied.push((lsn, result));
         }
-        // Whoever popped `mine` applied it under this lock, before this thread got it.
-        core.outcomes.remove(&mine).unwrap_or_else(|| {
-            Err(EngineError::InvalidRequest { reason: format!("no outcome for LSN {mine}") })
-        })
+        if !applied.is_empty() {
+            self.outcomes.lock().extend(applied);
+        }
+        drop(core);
     }
 
     /// Carries out an applied transition's payload effects (live: moves were made already).
