@@ -2,7 +2,7 @@
 //!
 //! This facade is what applications depend on: the engine ([`Engine`]: buckets, multipart
 //! uploads, objects, recovery, expiry, subscriptions), and the layers under it ([`engine`]'s
-//! payload store, the write-ahead log [`wal`]).
+//! payload store, the write-ahead log [`wal`], the history of transitions [`journal`]).
 //!
 //! ```
 //! use std::io::Read;
@@ -35,6 +35,12 @@
 //! let mut bytes = Vec::new();
 //! reader.read_to_end(&mut bytes)?;
 //! assert_eq!(bytes, body);
+//!
+//! // The history of the upload, from the journal: who did what, when, with which outcome.
+//! let query = tessera::journal::Query { upload_id: Some(upload.upload_id.0), ..Default::default() };
+//! let history = engine.journal().expect("kept by default").query(&query).entries;
+//! let ops: Vec<&str> = history.iter().map(|e| e.op.name()).collect();
+//! assert_eq!(ops, ["create_upload", "put_part", "complete"]);
 //! # Ok(())
 //! # }
 //! ```

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use tessera_journal::JournalOptions;
 use tessera_wal::WalOptions;
 
 use crate::clock::{Clock, SystemClock};
@@ -23,6 +24,8 @@ pub const CHECKPOINT_WAL_BYTES_DEFAULT: u64 = 64 << 20;
 pub const WAL_BATCH_BYTES_MIN: u32 = 4 << 10;
 /// Events a slow subscriber may fall behind by before it lags.
 pub const EVENTS_CAPACITY_DEFAULT: usize = 4096;
+/// Journal entries staged in memory (approximate bytes) before a commit flushes them.
+pub const JOURNAL_STAGED_BYTES_DEFAULT: usize = 4 << 20;
 
 /// Options of [`crate::Engine::open`].
 #[derive(Clone, Debug)]
@@ -46,6 +49,12 @@ pub struct EngineConfig {
     pub checkpoint_wal_bytes: u64,
     /// How far a subscriber may fall behind.
     pub events_capacity: usize,
+    /// The journal's options; `None` keeps no history (the log's segments then go as soon as
+    /// checkpoints cover them).
+    pub journal: Option<JournalOptions>,
+    /// Journal entries staged in memory (approximate bytes) before a commit makes them
+    /// durable; checkpoints make them durable in any case.
+    pub journal_staged_bytes_max: usize,
 }
 
 impl Default for EngineConfig {
@@ -60,6 +69,8 @@ impl Default for EngineConfig {
             inline_payload_bytes_max: INLINE_PAYLOAD_BYTES_DEFAULT,
             checkpoint_wal_bytes: CHECKPOINT_WAL_BYTES_DEFAULT,
             events_capacity: EVENTS_CAPACITY_DEFAULT,
+            journal: Some(JournalOptions::default()),
+            journal_staged_bytes_max: JOURNAL_STAGED_BYTES_DEFAULT,
         }
     }
 }

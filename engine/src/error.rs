@@ -214,6 +214,9 @@ pub enum EngineError {
     /// The payload store failed.
     #[error(transparent)]
     Payload(PayloadError),
+    /// The journal failed (a checkpoint waits for it: the log keeps the history meanwhile).
+    #[error(transparent)]
+    Journal(#[from] tessera_journal::JournalError),
 }
 
 impl From<PayloadError> for EngineError {
@@ -266,7 +269,8 @@ impl EngineError {
             | EngineError::Io { .. }
             | EngineError::Undecodable { .. }
             | EngineError::InvalidConfig { .. }
-            | EngineError::Payload(_) => "InternalError",
+            | EngineError::Payload(_)
+            | EngineError::Journal(_) => "InternalError",
             EngineError::Wal(WalError::Poisoned { .. }) => "ServiceUnavailable",
             EngineError::Wal(_) => "InternalError",
         }
@@ -290,6 +294,7 @@ impl EngineError {
             | EngineError::Undecodable { .. }
             | EngineError::InvalidConfig { .. }
             | EngineError::Payload(_)
+            | EngineError::Journal(_)
             | EngineError::Wal(_) => 500,
             _ => 400,
         }

@@ -15,6 +15,7 @@ pub mod config;
 mod engine;
 pub mod error;
 pub mod events;
+mod history;
 mod lock;
 pub mod model;
 pub mod names;
@@ -43,3 +44,5 @@ pub use crate::state::{
     ListObjects, ListParts, ListUploads, ObjectSummary, ObjectsPage, PartsPage, UploadSummary,
     UploadsPage,
 };
+/// The journal (history of committed transitions): its queries, options and reports.
+pub use tessera_journal as journal;

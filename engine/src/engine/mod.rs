@@ -32,7 +32,8 @@ use crate::model::{AbortReason, UploadId};
 use crate::payload::{CompactReport, Location, PayloadStore, Pending};
 use crate::record::{self, MoveRecord, Op, Transition};
 use crate::state::{Effect, Outcome, State};
-use crate::{events, snapshot};
+use crate::{events, history, snapshot};
+use tessera_journal::{Journal, JournalOpenReport};
 
 pub use self::objects::ObjectPut;
 pub use self::read::ObjectReader;
@@ -42,6 +43,8 @@ pub use self::uploads::{Aborted, Completion, PartCopy, PartStored, PartUpload};
 pub const WAL_DIR: &str = "wal";
 /// The payload store's subdirectory.
 pub const PAYLOAD_DIR: &str = "payload";
+/// The journal's subdirectory.
+pub const JOURNAL_DIR: &str = "journal";
 /// The actor named on transitions the engine makes itself (compaction).
 pub const SYSTEM_ACTOR: &str = "tessera";
 /// Most bytes one `MoveRecord` encodes to: an address, and four varints of at most 10 bytes.
@@ -79,7 +82,11 @@ pub struct Engine {
     /// lock, in the same critical section that applied them.
     outcomes: Mutex<Outcomes>,
     events: broadcast::Sender<Arc<Event>>,
-    /// One checkpoint (or compaction) at a time.
+    /// The history of committed transitions, if kept (and if it opened).
+    journal: Option<Journal>,
+    /// What opening the journal found.
+    journal_report: JournalOpenReport,
+    /// One checkpoint (or compaction, or journal flush) at a time.
     maintenance: Mutex<()>,
     wal_bytes_since_checkpoint: AtomicU64,
     /// Added to the checkpoint interval after automatic checkpoints failed.
@@ -238,6 +245,7 @@ impl Engine {
             // at once): apply it here.
             None => self.apply_durable(lsn.0),
         };
+        self.flush_journal_if_due();
         let due = self
             .config
             .checkpoint_wal_bytes
@@ -289,7 +297,7 @@ impl Engine {
                 self.run_effects(&applied.effects, pending);
                 applied.outcome
             });
-            self.publish(lsn, &transition, subject, &result);
+            self.record(lsn, &transition, subject, &result);
             applied.push((lsn, result));
         }
         if !applied.is_empty() {
@@ -320,19 +328,51 @@ impl Engine {
         }
     }
 
-    fn publish(
+    /// Makes an applied transition history: stages its journal entry and publishes its event.
+    /// Called under the state's write lock, in LSN order.
+    fn record(
         &self,
         lsn: u64,
         transition: &Transition,
         subject: events::Subject,
         result: &Result<Outcome, EngineError>,
     ) {
-        if self.events.receiver_count() == 0 {
+        let listened = self.events.receiver_count() > 0;
+        if self.journal.is_none() && !listened {
             return;
         }
         let event = events::event(lsn, transition, subject, result);
-        // No receiver is not an error: events are for whoever listens.
-        let _ = self.events.send(Arc::new(event));
+        stage_history(self.journal.as_ref(), &event, transition);
+        if listened {
+            // No receiver is not an error: events are for whoever listens.
+            let _ = self.events.send(Arc::new(event));
+        }
+    }
+
+    /// Makes the staged history durable once it outgrows `journal_staged_bytes_max` (unless
+    /// other maintenance is running: a checkpoint flushes it anyway).
+    fn flush_journal_if_due(&self) {
+        let Some(journal) = &self.journal else { return };
+        if journal.staged_bytes() < self.config.journal_staged_bytes_max {
+            return;
+        }
+        let Some(_one) = self.maintenance.try_lock() else { return };
+        // Every transition up to the applied LSN has staged its entry (under the write lock).
+        let applied = self.core.read().state.applied_lsn;
+        if let Err(e) = journal.flush_through(applied) {
+            tracing::warn!(error = %e, "journal flush failed; the log keeps the history meanwhile");
+        }
+    }
+
+    /// The journal: the history of committed transitions (`None` if the configuration keeps
+    /// none, or if it could not be opened: see [`Engine::journal_report`]).
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
+    }
+
+    /// What opening the journal found (damage, a torn tail cut).
+    pub fn journal_report(&self) -> &JournalOpenReport {
+        &self.journal_report
     }
 
     /// A stream of the transitions committed from now on, in LSN order, each published once it
@@ -372,6 +412,12 @@ impl Engine {
         // the state's part.
         let blob = snapshot::encode(lsn, &payloads, &state_section)?;
         let encode = started.elapsed() - migrate;
+        // The history up to `lsn` is durable before the checkpoint exists: so the log segments
+        // it lets go hold nothing the journal lacks, and after a crash, replay from this
+        // checkpoint re-derives every entry the journal does not have.
+        if let Some(journal) = &self.journal {
+            journal.flush_through(lsn)?;
+        }
         let since_before = self.wal_bytes_since_checkpoint.swap(0, Ordering::Relaxed);
         if let Err(e) = self.wal.write_checkpoint(Lsn(lsn), &blob) {
             self.wal_bytes_since_checkpoint.fetch_add(since_before, Ordering::Relaxed);
@@ -379,6 +425,11 @@ impl Engine {
         }
         self.checkpoint_lsn.store(lsn, Ordering::Release);
         self.wal.retire_segments(|_| Ok(()))?;
+        if let Some(journal) = &self.journal
+            && let Err(e) = journal.apply_retention(self.now_ms())
+        {
+            tracing::warn!(error = %e, "journal retention failed");
+        }
         let report = CheckpointReport {
             lsn,
             blob_bytes: blob.len() as u64,
@@ -494,5 +545,13 @@ impl Engine {
     /// reopen; reads go on).
     pub fn poisoned(&self) -> Option<String> {
         self.wal.poisoned().map(|cause| cause.to_string())
+    }
+}
+
+/// Stages an applied transition's journal entry, if it has one.
+pub(crate) fn stage_history(journal: Option<&Journal>, event: &Event, transition: &Transition) {
+    let (Some(journal), Some(entry)) = (journal, history::entry(event, transition)) else { return };
+    if let Err(e) = journal.stage(entry) {
+        tracing::error!(error = %e, "journal entry not staged");
     }
 }

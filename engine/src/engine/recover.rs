@@ -11,13 +11,15 @@ use tessera_wal::{Fs, Lsn, Wal};
 use tokio::sync::broadcast;
 
 use crate::config::EngineConfig;
-use crate::engine::{Core, Engine, PAYLOAD_DIR, WAL_DIR};
+use crate::engine::{Core, Engine, JOURNAL_DIR, PAYLOAD_DIR, WAL_DIR, stage_history};
 use crate::error::EngineError;
+use crate::events;
 use crate::lock::DirLock;
 use crate::payload::{Location, PayloadStore};
 use crate::record::{self, Op, PayloadRecord, Transition};
 use crate::state::{Effect, State};
 use crate::{record::MoveRecord, snapshot};
+use tessera_journal::{Journal, JournalOpenReport};
 
 impl Engine {
     pub(super) fn open_inner(
@@ -67,12 +69,27 @@ impl Engine {
             }
             None => (State::default(), 0),
         };
+        let (journal, journal_report) = open_journal(&fs, &dir, &config, checkpoint_lsn);
+        // Entries after what the journal holds are re-derived from the records, as live.
+        let journal_covered = journal.as_ref().map_or(u64::MAX, Journal::covered_lsn);
         let mut replayed = 0u64;
         for record in wal.replay(Lsn(checkpoint_lsn).next())? {
             let record = record?;
-            let transition = record::decode(record.lsn.0, &record.bytes)?;
-            if let Ok(applied) = state.apply(record.lsn.0, &transition) {
-                recover_effects(&payload, &transition, &applied.effects)?;
+            let lsn = record.lsn.0;
+            let transition = record::decode(lsn, &record.bytes)?;
+            let subject = (lsn > journal_covered).then(|| events::subject(&state, &transition));
+            let result = state.apply(lsn, &transition).map(|applied| {
+                let effects = recover_effects(&payload, &transition, &applied.effects);
+                effects.map(|()| applied.outcome)
+            });
+            let result = match result {
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(outcome)) => Ok(outcome),
+                Err(e) => Err(e),
+            };
+            if let Some(subject) = subject {
+                let event = events::event(lsn, &transition, subject, &result);
+                stage_history(journal.as_ref(), &event, &transition);
             }
             replayed += 1;
         }
@@ -95,6 +112,8 @@ impl Engine {
             outcomes: Mutex::new(HashMap::new()),
             queue: Mutex::new(VecDeque::new()),
             events,
+            journal,
+            journal_report,
             maintenance: Mutex::new(()),
             wal_bytes_since_checkpoint: AtomicU64::new(0),
             checkpoint_backoff_bytes: AtomicU64::new(0),
@@ -102,6 +121,36 @@ impl Engine {
             checkpoint_lsn: AtomicU64::new(checkpoint_lsn),
             _lock: lock,
         })
+    }
+}
+
+/// Opens the journal. A journal that cannot open never stops the engine: it runs without one
+/// (and says so).
+fn open_journal(
+    fs: &Arc<dyn Fs>,
+    dir: &std::path::Path,
+    config: &EngineConfig,
+    checkpoint_lsn: u64,
+) -> (Option<Journal>, JournalOpenReport) {
+    let Some(options) = config.journal else { return (None, JournalOpenReport::default()) };
+    match Journal::open(Arc::clone(fs), dir.join(JOURNAL_DIR), options) {
+        Ok((journal, report)) => {
+            let covered = journal.covered_lsn();
+            if covered < checkpoint_lsn {
+                // Written before the checkpoint, always; so these were lost (damage, or a
+                // journal newly turned on): replay starts after the checkpoint.
+                tracing::warn!(
+                    first = covered + 1,
+                    last = checkpoint_lsn,
+                    "journal: the history of these LSNs is missing"
+                );
+            }
+            (Some(journal), report)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "journal could not be opened: the engine runs without history");
+            (None, JournalOpenReport::default())
+        }
     }
 }
 

@@ -1,0 +1,546 @@
+//! The journal: staged entries in memory, blocks of them in files, queries over both, and
+//! retention.
+//!
+//! Invariant: the files' blocks tile the LSNs `first..=covered_lsn` with no gap (retention
+//! removes whole files from the front), and the staged entries all lie after `covered_lsn`,
+//! in ascending order. A query takes both under one lock, so it sees every entry once:
+//! a flush moves entries from the staged list into the files' index in one critical section.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tessera_wal::{Fs, create_dir_all_durable};
+
+use crate::entry::Entry;
+use crate::error::{Corruption, Damage, JournalError};
+use crate::file::{self, Block, Check, FileIndex};
+use crate::format::{self, BLOCK_ENTRIES_BYTES_TARGET, FILE_HEADER_BYTES, TEMP_SUFFIX};
+use crate::query::{ExportReport, Query, QueryResult};
+
+/// Default size at which a file stops taking blocks.
+pub const JOURNAL_FILE_BYTES_DEFAULT: u64 = 64 << 20;
+/// Suffix a file gets when it is set aside (its header is damaged).
+pub const DAMAGED_SUFFIX: &str = ".damaged";
+
+/// How long history is kept. Retention drops whole files, oldest first, never the newest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Drop files whose newest entry is older than this (ms).
+    pub max_age_ms: Option<u64>,
+    /// Drop the oldest files while all of them take more than this.
+    pub max_bytes: Option<u64>,
+}
+
+/// Options of [`Journal::open`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JournalOptions {
+    /// A file stops taking blocks once it is this long.
+    pub file_bytes: u64,
+    /// What [`Journal::apply_retention`] drops.
+    pub retention: Retention,
+}
+
+impl Default for JournalOptions {
+    fn default() -> Self {
+        JournalOptions { file_bytes: JOURNAL_FILE_BYTES_DEFAULT, retention: Retention::default() }
+    }
+}
+
+/// What opening the journal found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JournalOpenReport {
+    /// Journal files in use.
+    pub files: u64,
+    /// Every journalled transition up to this LSN is in the files.
+    pub covered_lsn: u64,
+    /// The newest file ended in a torn block (a crash during a flush); it was cut there.
+    pub torn_tail: Option<Corruption>,
+    /// Damage elsewhere: queries skip what it makes unreadable.
+    pub corruptions: Vec<Corruption>,
+}
+
+/// What a flush wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Entries made durable.
+    pub entries: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// A new file was started.
+    pub new_file: bool,
+}
+
+/// What retention removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Files removed.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// What the journal holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    /// Files.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Every journalled transition up to this LSN is durable in the files.
+    pub covered_lsn: u64,
+    /// Entries staged in memory, not durable yet (the WAL still holds their transitions).
+    pub staged_entries: u64,
+    /// Their approximate size in memory.
+    pub staged_bytes: u64,
+    /// Damage reports known.
+    pub corruptions: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    files: Vec<FileIndex>,
+    /// Whether the last file takes appends.
+    last_appendable: bool,
+    covered_lsn: u64,
+    staged: VecDeque<Arc<Entry>>,
+    staged_bytes: usize,
+    /// Damage found at open, and files skipped whole.
+    corruptions: Vec<Corruption>,
+    /// A failed flush that could not even be undone: no more flushes until a reopen.
+    poisoned: Option<String>,
+}
+
+/// The journal of one data directory. `Send + Sync`.
+#[derive(Debug)]
+pub struct Journal {
+    fs: Arc<dyn Fs>,
+    dir: PathBuf,
+    options: JournalOptions,
+    state: Mutex<State>,
+    /// One flush or retention at a time.
+    writer: Mutex<()>,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal in `dir`: scans its files, cuts a torn block off the
+    /// newest, and reports damage elsewhere without failing.
+    pub fn open(
+        fs: Arc<dyn Fs>,
+        dir: impl Into<PathBuf>,
+        options: JournalOptions,
+    ) -> Result<(Journal, JournalOpenReport), JournalError> {
+        if options.file_bytes < FILE_HEADER_BYTES {
+            return Err(JournalError::Invalid { reason: "file_bytes must hold a file header" });
+        }
+        let dir = dir.into();
+        create_dir_all_durable(&*fs, &dir).map_err(|e| JournalError::io(&dir, "create_dir", e))?;
+        let mut names = fs.list(&dir).map_err(|e| JournalError::io(&dir, "list", e))?;
+        let temps: Vec<String> =
+            names.iter().filter(|n| n.ends_with(TEMP_SUFFIX)).cloned().collect();
+        for temp in &temps {
+            fs.remove(&dir.join(temp))
+                .map_err(|e| JournalError::io(dir.join(temp), "remove", e))?;
+        }
+        if !temps.is_empty() {
+            fs.sync_dir(&dir).map_err(|e| JournalError::io(&dir, "sync_dir", e))?;
+        }
+        names.retain(|n| !n.ends_with(TEMP_SUFFIX));
+        let mut found: Vec<(u64, String)> =
+            names.into_iter().filter_map(|n| format::parse_file_name(&n).map(|l| (l, n))).collect();
+        found.sort_unstable();
+        let mut report = JournalOpenReport::default();
+        let mut files: Vec<FileIndex> = Vec::new();
+        let mut last_appendable = false;
+        let count = found.len();
+        for (i, (first_lsn, name)) in found.into_iter().enumerate() {
+            let path = dir.join(&name);
+            let is_last = i + 1 == count;
+            let check = if is_last { Check::Everything } else { Check::Headers };
+            let index = match file::scan(&*fs, &path, first_lsn, check)? {
+                Ok(index) => index,
+                Err(corruption) => {
+                    tracing::warn!(%corruption, "journal file skipped");
+                    if is_last {
+                        // Appends must not land after a bad header: set it aside.
+                        let aside = dir.join(format!("{name}{DAMAGED_SUFFIX}"));
+                        fs.rename(&path, &aside)
+                            .map_err(|e| JournalError::io(&path, "rename", e))?;
+                        fs.sync_dir(&dir).map_err(|e| JournalError::io(&dir, "sync_dir", e))?;
+                    }
+                    report.corruptions.push(corruption);
+                    continue;
+                }
+            };
+            if let Some(previous) = files.last() {
+                let expected = previous.last_lsn() + 1;
+                if index.first_lsn < expected {
+                    let found = format!(
+                        "first LSN {}, but {} covers up to {}",
+                        index.first_lsn,
+                        previous.path.display(),
+                        expected - 1
+                    );
+                    let corruption = Corruption {
+                        path,
+                        offset: 0,
+                        damage: Damage::Field { field: "first_lsn", found },
+                    };
+                    tracing::warn!(%corruption, "journal file skipped");
+                    report.corruptions.push(corruption);
+                    continue;
+                }
+                if index.first_lsn > expected && previous.damage.is_none() {
+                    let found = format!("LSNs {expected}..={} are in no file", index.first_lsn - 1);
+                    let corruption = Corruption {
+                        path: path.clone(),
+                        offset: 0,
+                        damage: Damage::Field { field: "history", found },
+                    };
+                    tracing::warn!(%corruption, "journal history missing");
+                    report.corruptions.push(corruption);
+                }
+            }
+            let mut index = index;
+            last_appendable = is_last;
+            if let Some(damage) = index.damage.take() {
+                if is_last {
+                    // A flush the crash cut short: nothing in it was acknowledged as durable.
+                    index
+                        .file
+                        .set_len(index.end_offset)
+                        .map_err(|e| JournalError::io(&path, "set_len", e))?;
+                    index.file.sync_data().map_err(|e| JournalError::io(&path, "sync_data", e))?;
+                    tracing::info!(%damage, "journal: torn tail cut");
+                    report.torn_tail = Some(damage);
+                } else {
+                    tracing::warn!(%damage, "journal file damaged; queries skip the rest of it");
+                    report.corruptions.push(damage.clone());
+                    index.damage = Some(damage);
+                }
+            }
+            files.push(index);
+        }
+        report.files = files.len() as u64;
+        report.covered_lsn = files.last().map_or(0, FileIndex::last_lsn);
+        let state = State {
+            covered_lsn: report.covered_lsn,
+            files,
+            last_appendable,
+            corruptions: report.corruptions.clone(),
+            ..State::default()
+        };
+        let journal =
+            Journal { fs, dir, options, state: Mutex::new(state), writer: Mutex::new(()) };
+        Ok((journal, report))
+    }
+
+    /// The journal's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Every journalled transition up to this LSN is durable in the files.
+    pub fn covered_lsn(&self) -> u64 {
+        self.state.lock().covered_lsn
+    }
+
+    /// Adds a committed transition's entry, in memory (queries see it at once). Entries come
+    /// in ascending LSN order, after everything covered.
+    pub fn stage(&self, entry: Entry) -> Result<(), JournalError> {
+        let mut state = self.state.lock();
+        let after = state.staged.back().map_or(state.covered_lsn, |e| e.lsn).max(state.covered_lsn);
+        if entry.lsn <= after {
+            return Err(JournalError::OutOfOrder { lsn: entry.lsn, after });
+        }
+        state.staged_bytes += entry.memory_bytes();
+        state.staged.push_back(Arc::new(entry));
+        Ok(())
+    }
+
+    /// Approximate bytes of the staged entries.
+    pub fn staged_bytes(&self) -> usize {
+        self.state.lock().staged_bytes
+    }
+
+    /// Makes the history up to `through_lsn` durable: writes the staged entries up to it as
+    /// blocks covering `covered_lsn + 1..=through_lsn`, and fdatasyncs them. The caller
+    /// promises that every entry up to `through_lsn` has been staged.
+    pub fn flush_through(&self, through_lsn: u64) -> Result<FlushReport, JournalError> {
+        let _one = self.writer.lock();
+        let (covered, entries, active) = {
+            let state = self.state.lock();
+            if let Some(reason) = &state.poisoned {
+                return Err(JournalError::io(
+                    &self.dir,
+                    "flush",
+                    std::io::Error::other(reason.clone()),
+                ));
+            }
+            let entries: Vec<Arc<Entry>> =
+                state.staged.iter().take_while(|e| e.lsn <= through_lsn).cloned().collect();
+            let active = state.files.last().filter(|_| state.last_appendable).cloned();
+            (state.covered_lsn, entries, active)
+        };
+        if through_lsn <= covered {
+            return Ok(FlushReport::default());
+        }
+        let (active, new_file) = match active {
+            Some(file) if file.end_offset < self.options.file_bytes => (file, false),
+            _ => {
+                let file = file::create(&*self.fs, &self.dir, covered + 1)?;
+                let mut state = self.state.lock();
+                state.files.push(file.clone());
+                state.last_appendable = true;
+                (file, true)
+            }
+        };
+        let (bytes, blocks) = encode_blocks(covered, through_lsn, &entries, active.end_offset);
+        let written = active
+            .file
+            .write_all_at(&bytes, active.end_offset)
+            .map_err(|e| JournalError::io(&active.path, "write", e))
+            .and_then(|()| {
+                active.file.sync_data().map_err(|e| JournalError::io(&active.path, "sync_data", e))
+            });
+        if let Err(e) = written {
+            // Undo, so that the next flush appends at a known end.
+            let undone =
+                active.file.set_len(active.end_offset).and_then(|()| active.file.sync_data());
+            if let Err(undo) = undone {
+                let reason = format!("a failed flush could not be undone ({undo}) after: {e}");
+                tracing::error!(%reason, "journal poisoned");
+                self.state.lock().poisoned = Some(reason);
+            }
+            return Err(e);
+        }
+        let mut state = self.state.lock();
+        if let Some(last) = state.files.last_mut() {
+            let mut all = Vec::with_capacity(last.blocks.len() + blocks.len());
+            all.extend(last.blocks.iter().cloned());
+            all.extend(blocks);
+            last.blocks = Arc::new(all);
+            last.end_offset += bytes.len() as u64;
+        }
+        state.covered_lsn = through_lsn;
+        let mut drained = 0;
+        while state.staged.front().is_some_and(|e| e.lsn <= through_lsn) {
+            if let Some(entry) = state.staged.pop_front() {
+                drained += entry.memory_bytes();
+            }
+        }
+        state.staged_bytes -= drained.min(state.staged_bytes);
+        Ok(FlushReport { entries: entries.len() as u64, bytes: bytes.len() as u64, new_file })
+    }
+
+    /// Drops whole files, oldest first, as the retention policy says; never the newest file.
+    pub fn apply_retention(&self, now_ms: u64) -> Result<RetentionReport, JournalError> {
+        let retention = self.options.retention;
+        let _one = self.writer.lock();
+        let removed: Vec<FileIndex> = {
+            let mut state = self.state.lock();
+            let mut total: u64 = state.files.iter().map(FileIndex::bytes).sum();
+            let sealed = state.files.len().saturating_sub(1);
+            let mut drop = 0;
+            for file in state.files.iter().take(sealed) {
+                let too_old = retention
+                    .max_age_ms
+                    .is_some_and(|age| file.time_max_ms().saturating_add(age) < now_ms);
+                let too_big = retention.max_bytes.is_some_and(|max| total > max);
+                if !(too_old || too_big) {
+                    break;
+                }
+                total -= file.bytes();
+                drop += 1;
+            }
+            state.files.drain(..drop).collect()
+        };
+        let mut report = RetentionReport::default();
+        for file in &removed {
+            report.bytes += file.bytes();
+            self.fs.remove(&file.path).map_err(|e| JournalError::io(&file.path, "remove", e))?;
+            report.files += 1;
+        }
+        if !removed.is_empty() {
+            self.fs.sync_dir(&self.dir).map_err(|e| JournalError::io(&self.dir, "sync_dir", e))?;
+            tracing::info!(files = report.files, bytes = report.bytes, "journal retention");
+        }
+        Ok(report)
+    }
+
+    /// The entries matching `query`, in its order, up to its limit.
+    pub fn query(&self, query: &Query) -> QueryResult {
+        let mut entries = Vec::new();
+        let (warnings, blocks_read) = self.scan(query, |entry| {
+            entries.push(entry.clone());
+            !query.is_full(entries.len())
+        });
+        QueryResult { entries, warnings, blocks_read }
+    }
+
+    /// Writes the entries matching `query` as JSON lines (docs/format.md §12.7).
+    pub fn export(&self, query: &Query, out: &mut dyn Write) -> Result<ExportReport, JournalError> {
+        let mut written = 0usize;
+        let mut failure = None;
+        let (warnings, _) = self.scan(query, |entry| {
+            let line = entry.to_json_line();
+            match out.write_all(line.as_bytes()).and_then(|()| out.write_all(b"\n")) {
+                Ok(()) => {
+                    written += 1;
+                    !query.is_full(written)
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    false
+                }
+            }
+        });
+        if let Some(e) = failure {
+            return Err(JournalError::Export(e));
+        }
+        out.flush().map_err(JournalError::Export)?;
+        Ok(ExportReport { entries: written as u64, warnings })
+    }
+
+    /// Visits the matching entries in the query's order until `visit` says stop. Returns the
+    /// damage met and the blocks read.
+    fn scan(&self, query: &Query, mut visit: impl FnMut(&Entry) -> bool) -> (Vec<Corruption>, u64) {
+        let (files, staged, mut warnings) = {
+            let state = self.state.lock();
+            let staged: Vec<Arc<Entry>> =
+                state.staged.iter().filter(|e| query.matches(e)).cloned().collect();
+            let skipped_whole = state.corruptions.iter().filter(|c| c.offset == 0).cloned();
+            (state.files.clone(), staged, skipped_whole.collect::<Vec<_>>())
+        };
+        let mut blocks_read = 0;
+        if query.newest_first {
+            for entry in staged.iter().rev() {
+                if !visit(entry) {
+                    return (warnings, blocks_read);
+                }
+            }
+            for file in files.iter().rev() {
+                if let Some(damage) = &file.damage {
+                    warnings.push(damage.clone());
+                }
+                let go_on = visit_file(
+                    file,
+                    file.blocks.iter().rev(),
+                    query,
+                    true,
+                    &mut warnings,
+                    &mut blocks_read,
+                    &mut visit,
+                );
+                if !go_on {
+                    return (warnings, blocks_read);
+                }
+            }
+        } else {
+            for file in &files {
+                let go_on = visit_file(
+                    file,
+                    file.blocks.iter(),
+                    query,
+                    false,
+                    &mut warnings,
+                    &mut blocks_read,
+                    &mut visit,
+                );
+                if !go_on {
+                    return (warnings, blocks_read);
+                }
+                if let Some(damage) = &file.damage {
+                    warnings.push(damage.clone());
+                }
+            }
+            for entry in &staged {
+                if !visit(entry) {
+                    break;
+                }
+            }
+        }
+        (warnings, blocks_read)
+    }
+
+    /// What the journal holds.
+    pub fn stats(&self) -> JournalStats {
+        let state = self.state.lock();
+        JournalStats {
+            files: state.files.len() as u64,
+            bytes: state.files.iter().map(FileIndex::bytes).sum(),
+            covered_lsn: state.covered_lsn,
+            staged_entries: state.staged.len() as u64,
+            staged_bytes: state.staged_bytes as u64,
+            corruptions: state.corruptions.len() as u64,
+        }
+    }
+}
+
+/// Visits a file's matching entries; `false` if `visit` said stop.
+fn visit_file<'a>(
+    file: &FileIndex,
+    blocks: impl Iterator<Item = &'a Block>,
+    query: &Query,
+    reverse: bool,
+    warnings: &mut Vec<Corruption>,
+    blocks_read: &mut u64,
+    visit: &mut impl FnMut(&Entry) -> bool,
+) -> bool {
+    for block in blocks.filter(|b| query.may_match(&b.header)) {
+        *blocks_read += 1;
+        let mut entries = match file.read_entries(block) {
+            Ok(entries) => entries,
+            Err(corruption) => {
+                tracing::warn!(%corruption, "journal block skipped");
+                warnings.push(corruption);
+                continue;
+            }
+        };
+        if reverse {
+            entries.reverse();
+        }
+        for entry in entries.iter().filter(|e| query.matches(e)) {
+            if !visit(entry) {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Encodes `entries` (all in `covered+1..=through`) as blocks tiling `covered+1..=through`,
+/// to be written at `at`. Returns the bytes and the blocks' index entries.
+fn encode_blocks(
+    covered: u64,
+    through: u64,
+    entries: &[Arc<Entry>],
+    at: u64,
+) -> (Vec<u8>, Vec<Block>) {
+    let mut bytes = Vec::new();
+    let mut blocks = Vec::new();
+    let mut first = covered + 1;
+    let mut chunk_start = 0;
+    let mut chunk_bytes = 0;
+    for (i, entry) in entries.iter().enumerate() {
+        chunk_bytes += entry.memory_bytes();
+        let last_of_all = i + 1 == entries.len();
+        if chunk_bytes >= BLOCK_ENTRIES_BYTES_TARGET || last_of_all {
+            let last = if last_of_all { through } else { entry.lsn };
+            let offset = at + bytes.len() as u64;
+            let chunk = entries.get(chunk_start..=i).unwrap_or(&[]);
+            let header = format::encode_block(&mut bytes, first, last, chunk.iter().map(|e| &**e));
+            blocks.push(Block { offset, header });
+            first = last + 1;
+            chunk_start = i + 1;
+            chunk_bytes = 0;
+        }
+    }
+    if entries.is_empty() {
+        let header = format::encode_block(&mut bytes, first, through, std::iter::empty());
+        blocks.push(Block { offset: at, header });
+    }
+    (bytes, blocks)
+}
