@@ -396,3 +396,118 @@ fn crash_at_every_io_call_keeps_exactly_the_acknowledged_history() {
     }
     eprintln!("crash points: {points} over {calls} I/O calls");
 }
+
+/// Creates `count` uploads of one small part each (three entries apiece).
+fn some_uploads(engine: &Engine, prefix: &str, count: u64) {
+    for i in 0..count {
+        let key = format!("{prefix}/{i:03}");
+        let id =
+            engine.create_upload("alice", "bkt", &key, ObjectMeta::default()).unwrap().upload_id;
+        let text = id.to_string();
+        let p = part(engine, &key, &text, 1, &bytes(i, 50)).unwrap();
+        let done = Completion {
+            bucket: "bkt",
+            key: &key,
+            upload_id: &text,
+            parts: vec![p],
+            ..Completion::default()
+        };
+        engine.complete_upload("alice", &done).unwrap();
+    }
+}
+
+#[test]
+fn a_failing_journal_fails_checkpoints_not_writes_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let config = EngineConfig {
+        checkpoint_wal_bytes: 1 << 40,
+        journal_staged_bytes_max: 1 << 30,
+        ..config(&clock)
+    };
+    let engine = Engine::open(dir.path(), config.clone()).unwrap();
+    engine.create_bucket("alice", "bkt").unwrap();
+    some_uploads(&engine, "before", 10);
+    engine.checkpoint().unwrap();
+    // The journal's directory goes away: its open file still takes appends, but no new file
+    // can be made once that one is full.
+    let journal_dir = dir.path().join("journal");
+    let moved = dir.path().join("journal.moved");
+    std::fs::rename(&journal_dir, &moved).unwrap();
+    let mut failed = None;
+    for round in 0..20 {
+        some_uploads(&engine, &format!("during/{round}"), 5);
+        if let Err(e) = engine.checkpoint() {
+            failed = Some(e);
+            break;
+        }
+    }
+    let failed = failed.expect("a checkpoint needing a new journal file failed");
+    assert!(matches!(failed, EngineError::Journal(_)), "{failed}");
+    // Writes go on; queries still see everything (staged history).
+    some_uploads(&engine, "still", 3);
+    let staged = all(&engine);
+    assert!(engine.journal().unwrap().stats().staged_entries > 0);
+    // The directory comes back: the next checkpoint makes all of it durable.
+    std::fs::rename(&moved, &journal_dir).unwrap();
+    engine.checkpoint().unwrap();
+    assert_eq!(engine.journal().unwrap().stats().staged_entries, 0);
+    assert_eq!(all(&engine), staged);
+    drop(engine);
+    let engine = Engine::open(dir.path(), config).unwrap();
+    let reopened = all(&engine);
+    assert_eq!(reopened, staged, "nothing lost");
+    check_shape(&reopened, "after the failure");
+    assert_eq!(
+        reopened.len(),
+        1 + 3 * reopened.iter().filter(|e| e.op == Operation::CreateUpload).count()
+    );
+}
+
+#[test]
+fn a_damaged_journal_file_is_reported_and_never_stops_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+    engine.create_bucket("alice", "bkt").unwrap();
+    some_uploads(&engine, "a", 30);
+    engine.checkpoint().unwrap();
+    let before = all(&engine);
+    drop(engine);
+    let journal_dir = dir.path().join("journal");
+    let mut files: Vec<_> =
+        std::fs::read_dir(&journal_dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(files.len() >= 3, "{files:?}");
+    // A byte in the middle of the second file flips.
+    let victim = &files[1];
+    let mut content = std::fs::read(victim).unwrap();
+    let at = content.len() / 2;
+    content[at] ^= 0x10;
+    std::fs::write(victim, &content).unwrap();
+
+    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+    let report = engine.journal_report().clone();
+    let result = engine.journal().unwrap().query(&Query::default());
+    let warned: Vec<_> = report.corruptions.iter().chain(&result.warnings).collect();
+    assert!(warned.iter().any(|c| &c.path == victim && c.offset <= at as u64), "{warned:?}");
+    // Everything outside the damaged file is still there, in order.
+    assert!(result.entries.len() < before.len());
+    assert!(result.entries.iter().all(|e| before.contains(e)));
+    let first_file_lsn: u64 =
+        files[2].file_name().unwrap().to_str().unwrap().trim_end_matches(".tjl").parse().unwrap();
+    let after_damage: Vec<&Entry> = before.iter().filter(|e| e.lsn >= first_file_lsn).collect();
+    assert!(after_damage.iter().all(|e| result.entries.contains(e)));
+    // The engine writes, checkpoints, and journals on.
+    some_uploads(&engine, "b", 3);
+    engine.checkpoint().unwrap();
+    let latest = all_with_warnings(&engine);
+    assert_eq!(
+        latest.iter().filter(|e| e.key.as_deref().is_some_and(|k| k.starts_with("b/"))).count(),
+        9
+    );
+}
+
+fn all_with_warnings(engine: &Engine) -> Vec<Entry> {
+    engine.journal().unwrap().query(&Query::default()).entries
+}
