@@ -8,7 +8,7 @@ use crate::record::{Op, Transition};
 
 /// The journal entry of an applied transition, or `None` for the engine's own bookkeeping
 /// (compaction's moves change no state and are not history).
-pub(crate) fn entry(event: &Event, transition: &Transition) -> Option<Entry> {
+pub(crate) fn entry(event: Event, transition: &Transition) -> Option<Entry> {
     let op = match event.kind {
         EventKind::CreateBucket => Operation::CreateBucket,
         EventKind::DeleteBucket => Operation::DeleteBucket,
@@ -27,10 +27,10 @@ pub(crate) fn entry(event: &Event, transition: &Transition) -> Option<Entry> {
     Some(Entry {
         lsn: event.lsn,
         time_ms: event.time_ms,
-        actor: event.actor.clone(),
+        actor: event.actor,
         op,
-        bucket: event.bucket.clone(),
-        key: event.key.clone(),
+        bucket: event.bucket,
+        key: event.key,
         upload_id: event.upload_id.map(|id| id.0),
         part_number: event.part_number,
         size_bytes: event.size_bytes,

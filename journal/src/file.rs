@@ -49,7 +49,7 @@ pub(crate) struct FileIndex {
 impl FileIndex {
     /// The last LSN its blocks cover (`first_lsn - 1` if it has none).
     pub fn last_lsn(&self) -> u64 {
-        self.blocks.last().map_or(self.first_lsn - 1, |b| b.header.last_lsn)
+        self.blocks.last().map_or(self.first_lsn.saturating_sub(1), |b| b.header.last_lsn)
     }
 
     /// The latest entry time in it (0 if none).
@@ -107,6 +107,34 @@ pub(crate) fn create(fs: &dyn Fs, dir: &Path, first_lsn: u64) -> Result<FileInde
         damage: None,
     })
 }
+
+/// Keeps a copy of `path`'s bytes from `from` to its end as `<name>.torn-<from>` (durably),
+/// before open cuts them: only the last flush can have been torn, but damage in earlier blocks
+/// looks the same, and its bytes are kept for whoever investigates.
+pub(crate) fn preserve_tail(
+    fs: &dyn Fs,
+    dir: &Path,
+    index: &FileIndex,
+) -> Result<PathBuf, JournalError> {
+    let path = &index.path;
+    let len = index.file.len().map_err(|e| JournalError::io(path, "len", e))?;
+    let from = index.end_offset;
+    let mut bytes = vec![0u8; usize::try_from(len.saturating_sub(from)).unwrap_or(0)];
+    index.file.read_exact_at(&mut bytes, from).map_err(|e| JournalError::io(path, "read", e))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("journal");
+    let copy = dir.join(format!("{name}{TORN_SUFFIX}{from}"));
+    let temp = dir.join(format!("{name}{TORN_SUFFIX}{from}{TEMP_SUFFIX}"));
+    let file =
+        fs.open(&temp, OpenMode::CreateNew).map_err(|e| JournalError::io(&temp, "create", e))?;
+    file.write_all_at(&bytes, 0).map_err(|e| JournalError::io(&temp, "write", e))?;
+    file.sync_data().map_err(|e| JournalError::io(&temp, "sync_data", e))?;
+    fs.rename(&temp, &copy).map_err(|e| JournalError::io(&temp, "rename", e))?;
+    fs.sync_dir(dir).map_err(|e| JournalError::io(dir, "sync_dir", e))?;
+    Ok(copy)
+}
+
+/// Infix of the copy of a cut tail: `<name>.torn-<offset>`.
+pub const TORN_SUFFIX: &str = ".torn-";
 
 /// How much of a file to check at open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,8 +224,11 @@ fn read_block(
     read(header_bytes.get_mut(BLOCK_HEADER_BYTES..).unwrap_or(&mut []), fixed_end)?;
     let header = decode_block_header(&header_bytes)?;
     if header.first_lsn != expected_first_lsn {
-        let found =
-            format!("{}, after a block ending at {}", header.first_lsn, expected_first_lsn - 1);
+        let found = format!(
+            "{}, after a block ending at {}",
+            header.first_lsn,
+            expected_first_lsn.saturating_sub(1)
+        );
         return Err(Damage::Field { field: "first_lsn", found });
     }
     let block = Block { offset, header };

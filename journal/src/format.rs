@@ -58,9 +58,11 @@ pub fn file_name(first_lsn: u64) -> String {
 /// The first LSN a file name declares, if it is a journal file's name.
 pub fn parse_file_name(name: &str) -> Option<u64> {
     let digits = name.strip_suffix(FILE_SUFFIX)?;
+    // LSNs start at 1: a name of 0 is no journal file's.
     (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
         .then(|| digits.parse().ok())
         .flatten()
+        .filter(|&lsn| lsn > 0)
 }
 
 /// A file's header.
@@ -87,7 +89,10 @@ pub fn decode_file_header(bytes: &[u8; 32]) -> Result<u64, Damage> {
     if version != JOURNAL_FORMAT_VERSION {
         return Err(Damage::Version { found: version });
     }
-    Ok(le_u64(bytes, 16))
+    match le_u64(bytes, 16) {
+        0 => Err(Damage::Field { field: "first_lsn", found: "0".into() }),
+        first_lsn => Ok(first_lsn),
+    }
 }
 
 /// What a block's summary carries (postcard, §12.5).
@@ -407,6 +412,8 @@ mod tests {
         assert!(decode_file_header(&damaged).is_err());
         assert_eq!(parse_file_name(&file_name(42)), Some(42));
         assert_eq!(parse_file_name("42.tjl"), None);
+        assert_eq!(parse_file_name(&file_name(0)), None, "LSNs start at 1");
+        assert!(decode_file_header(&encode_file_header(0)).is_err());
         assert_eq!(parse_file_name("00000000000000000042.tjl.tmp"), None);
     }
 }

@@ -26,6 +26,7 @@ mod query;
 
 pub use crate::entry::{Entry, JournalEtag, Operation, UPLOAD_ID_BYTES};
 pub use crate::error::{Corruption, Damage, JournalError};
+pub use crate::file::TORN_SUFFIX;
 pub use crate::format::{BLOCK_ENTRIES_BYTES_TARGET, JOURNAL_FORMAT_VERSION};
 pub use crate::journal::{
     DAMAGED_SUFFIX, FlushReport, JOURNAL_FILE_BYTES_DEFAULT, Journal, JournalOpenReport,

@@ -342,10 +342,13 @@ impl Engine {
             return;
         }
         let event = events::event(lsn, transition, subject, result);
-        stage_history(self.journal.as_ref(), &event, transition);
         if listened {
+            let event = Arc::new(event);
+            stage_history(self.journal.as_ref(), Event::clone(&event), transition);
             // No receiver is not an error: events are for whoever listens.
-            let _ = self.events.send(Arc::new(event));
+            let _ = self.events.send(event);
+        } else {
+            stage_history(self.journal.as_ref(), event, transition);
         }
     }
 
@@ -549,7 +552,7 @@ impl Engine {
 }
 
 /// Stages an applied transition's journal entry, if it has one.
-pub(crate) fn stage_history(journal: Option<&Journal>, event: &Event, transition: &Transition) {
+pub(crate) fn stage_history(journal: Option<&Journal>, event: Event, transition: &Transition) {
     let (Some(journal), Some(entry)) = (journal, history::entry(event, transition)) else { return };
     if let Err(e) = journal.stage(entry) {
         tracing::error!(error = %e, "journal entry not staged");

@@ -89,7 +89,7 @@ impl Engine {
             };
             if let Some(subject) = subject {
                 let event = events::event(lsn, &transition, subject, &result);
-                stage_history(journal.as_ref(), &event, &transition);
+                stage_history(journal.as_ref(), event, &transition);
             }
             replayed += 1;
         }
