@@ -19,110 +19,23 @@
 #[path = "peers/mod.rs"]
 mod peers;
 
+#[path = "engine_store/mod.rs"]
+mod engine_store;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
-use tessera::{
-    CompletePart, Completion, Engine, EngineConfig, ListUploads, ObjectMeta, PartUpload,
-};
+use tessera::{Engine, EngineConfig, ListUploads, ObjectMeta, PartUpload};
 
-use peers::workload::{self, Abort, BoxError, Complete, Create, PutPart, RunFigures};
-use peers::workload::{TransitionClient, TransitionStore};
+use engine_store::{ACTOR, EngineStore, workload_config};
+use peers::workload::{self, BoxError, RunFigures};
 use peers::{Peer, SEED};
 
-const ACTOR: &str = "bench";
 /// Bytes of each part of the 1M-upload state (distinct bytes per part).
 const STATE_PART_BYTES: usize = 64;
-
-struct EngineStore {
-    engine: Engine,
-}
-
-struct EngineClient<'s> {
-    engine: &'s Engine,
-    /// The workload's upload ids, to the engine's.
-    ids: HashMap<[u8; 16], String>,
-}
-
-impl TransitionStore for EngineStore {
-    type Client<'s> = EngineClient<'s>;
-
-    fn client(&self, _index: usize) -> Result<EngineClient<'_>, BoxError> {
-        Ok(EngineClient { engine: &self.engine, ids: HashMap::new() })
-    }
-}
-
-impl EngineClient<'_> {
-    fn id(&self, upload: &workload::UploadId) -> Result<&str, BoxError> {
-        Ok(self.ids.get(&upload.0).ok_or("unknown upload")?.as_str())
-    }
-}
-
-impl TransitionClient for EngineClient<'_> {
-    fn create(&mut self, t: &Create<'_>) -> Result<(), BoxError> {
-        let info = self.engine.create_upload(ACTOR, t.bucket, t.key, ObjectMeta::default())?;
-        self.ids.insert(t.upload.0, info.upload_id.to_string());
-        Ok(())
-    }
-
-    fn put_part(&mut self, t: &PutPart<'_>) -> Result<(), BoxError> {
-        let request = PartUpload {
-            bucket: t.bucket,
-            key: t.key,
-            upload_id: self.id(t.upload)?,
-            part_number: t.part_number,
-            content_length: Some(t.payload.len() as u64),
-            content_md5: Some(*t.md5),
-            ..PartUpload::default()
-        };
-        self.engine.put_part(ACTOR, &request, &mut &t.payload[..])?;
-        Ok(())
-    }
-
-    fn complete(&mut self, t: &Complete<'_>) -> Result<(), BoxError> {
-        let parts = t
-            .parts
-            .iter()
-            .map(|p| CompletePart { part_number: p.part_number, etag: p.md5, checksum: None })
-            .collect();
-        let request = Completion {
-            bucket: t.bucket,
-            key: t.key,
-            upload_id: self.id(t.upload)?,
-            parts,
-            ..Completion::default()
-        };
-        let object = self.engine.complete_upload(ACTOR, &request)?;
-        if object.etag.to_string() != t.etag {
-            return Err(
-                format!("ETag {} where the workload computed {}", object.etag, t.etag).into()
-            );
-        }
-        self.ids.remove(&t.upload.0);
-        Ok(())
-    }
-
-    fn abort(&mut self, t: &Abort<'_>) -> Result<(), BoxError> {
-        self.engine.abort_upload(ACTOR, t.bucket, t.key, self.id(t.upload)?, None)?;
-        self.ids.remove(&t.upload.0);
-        Ok(())
-    }
-}
-
-/// The workload's parts are 4 KiB: S3's 5 MiB minimum would refuse their completion (the
-/// peers check no sizes either).
-fn workload_config() -> EngineConfig {
-    let mut config = EngineConfig { min_part_bytes: 0, ..EngineConfig::default() };
-    if let Some(bytes) =
-        std::env::var("TESSERA_BENCH_CHECKPOINT_BYTES").ok().and_then(|s| s.parse().ok())
-    {
-        config.checkpoint_wal_bytes = bytes;
-    }
-    config
-}
 
 fn engine_point(base: &Path, clients: usize, duration: Duration) -> Result<RunFigures, BoxError> {
     let dir = tempfile::Builder::new().prefix("engine-").tempdir_in(base)?;

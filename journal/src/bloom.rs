@@ -19,6 +19,8 @@ pub enum Domain {
     UploadId = 1,
     /// A bucket name.
     Bucket = 2,
+    /// `bucket 0x00 prefix`, for a key's prefixes that end at a `/` (§12.5).
+    Prefix = 3,
 }
 
 fn mix(mut z: u64) -> u64 {
@@ -27,20 +29,44 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn probes(domain: Domain, item: &[u8]) -> (u64, u64) {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &byte in std::iter::once(&(domain as u8)).chain(item) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    let first = mix(hash);
-    (first, mix(first ^ 0x9E37_79B9_7F4A_7C15) | 1)
+/// An item's hashes, computed once and tested against any number of filters.
+#[derive(Clone, Copy, Debug)]
+pub struct Probes {
+    first: u64,
+    step: u64,
 }
 
-/// The bit positions of an item in a filter of `bits` bits.
-fn positions(domain: Domain, item: &[u8], bits: u64) -> impl Iterator<Item = u64> {
-    let (first, step) = probes(domain, item);
-    (0..BLOOM_HASHES).map(move |i| first.wrapping_add(i.wrapping_mul(step)) % bits)
+impl Probes {
+    /// The probes of `item` in `domain`.
+    pub fn new(domain: Domain, item: &[u8]) -> Probes {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for &byte in std::iter::once(&(domain as u8)).chain(item) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        let first = mix(hash);
+        Probes { first, step: mix(first ^ 0x9E37_79B9_7F4A_7C15) | 1 }
+    }
+
+    /// The bit positions in a filter of `bits` bits.
+    fn positions(self, bits: u64) -> impl Iterator<Item = u64> {
+        (0..BLOOM_HASHES).map(move |i| self.first.wrapping_add(i.wrapping_mul(self.step)) % bits)
+    }
+
+    /// Whether the filter `bits` may hold the item (`false`: it certainly does not). An empty
+    /// filter (as damage might leave) holds everything.
+    pub fn may_be_in(self, bits: &[u8]) -> bool {
+        if bits.is_empty() {
+            return true;
+        }
+        let total = bits.len() as u64 * 8;
+        self.positions(total).all(|bit| {
+            usize::try_from(bit / 8)
+                .ok()
+                .and_then(|i| bits.get(i))
+                .is_some_and(|byte| byte & (1 << (bit % 8)) != 0)
+        })
+    }
 }
 
 /// A filter being filled.
@@ -58,7 +84,7 @@ impl BloomBuilder {
     /// Adds an item.
     pub fn insert(&mut self, domain: Domain, item: &[u8]) {
         let bits = self.bits.len() as u64 * 8;
-        for bit in positions(domain, item, bits) {
+        for bit in Probes::new(domain, item).positions(bits) {
             if let Some(byte) = usize::try_from(bit / 8).ok().and_then(|i| self.bits.get_mut(i)) {
                 *byte |= 1 << (bit % 8);
             }
@@ -71,19 +97,24 @@ impl BloomBuilder {
     }
 }
 
-/// Whether the filter `bits` may hold the item (`false`: it certainly does not). An empty
-/// filter (as damage might leave) holds everything.
+#[cfg(test)]
+/// Whether the filter `bits` may hold the item (see [`Probes::may_be_in`]).
 pub fn may_contain(bits: &[u8], domain: Domain, item: &[u8]) -> bool {
-    if bits.is_empty() {
-        return true;
-    }
-    let total = bits.len() as u64 * 8;
-    positions(domain, item, total).all(|bit| {
-        usize::try_from(bit / 8)
-            .ok()
-            .and_then(|i| bits.get(i))
-            .is_some_and(|byte| byte & (1 << (bit % 8)) != 0)
-    })
+    Probes::new(domain, item).may_be_in(bits)
+}
+
+/// Most `/`-ending prefixes of one key a block's filter holds: deeper ones are not indexed.
+pub const PREFIX_LEVELS_MAX: usize = 8;
+
+/// The prefixes of `key` that end at a `/`, shortest first, at most [`PREFIX_LEVELS_MAX`].
+pub fn slash_prefixes(key: &str) -> impl Iterator<Item = &str> {
+    key.match_indices('/').take(PREFIX_LEVELS_MAX).filter_map(|(at, _)| key.get(..=at))
+}
+
+/// The longest indexed prefix of a query's `prefix`: the filter holds it for every key that
+/// starts with `prefix` (`None` if `prefix` has no `/`).
+pub fn indexed_prefix(prefix: &str) -> Option<&str> {
+    slash_prefixes(prefix).last()
 }
 
 #[cfg(test)]
@@ -106,6 +137,21 @@ mod tests {
         let in_other_domain =
             (0u32..1000).filter(|i| may_contain(&bits, Domain::Bucket, &i.to_le_bytes())).count();
         assert!(in_other_domain < 10, "{in_other_domain}");
+    }
+
+    #[test]
+    fn slash_prefixes_are_the_directories_of_a_key() {
+        assert_eq!(slash_prefixes("a/b/c").collect::<Vec<_>>(), ["a/", "a/b/"]);
+        assert_eq!(slash_prefixes("a/b/").collect::<Vec<_>>(), ["a/", "a/b/"]);
+        assert_eq!(slash_prefixes("plain").count(), 0);
+        let deep = "x/".repeat(20);
+        assert_eq!(slash_prefixes(&deep).count(), PREFIX_LEVELS_MAX);
+        assert_eq!(indexed_prefix("logs/2026/ho"), Some("logs/2026/"));
+        assert_eq!(indexed_prefix("logs"), None);
+        // Any key with the query's prefix has the indexed prefix among its own.
+        for key in ["logs/2026/host-1/f", "logs/2026/ho/x", "logs/2026/host"] {
+            assert!(slash_prefixes(key).any(|p| p == "logs/2026/"));
+        }
     }
 
     #[test]

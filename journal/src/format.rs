@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::bloom::{BloomBuilder, Domain};
+use crate::bloom::{BloomBuilder, Domain, slash_prefixes};
 use crate::entry::Entry;
 use crate::error::Damage;
 
@@ -190,7 +190,12 @@ pub fn encode_block<'a>(
     }
     let buckets: std::collections::BTreeSet<&str> =
         entries.iter().filter_map(|e| e.bucket.as_deref()).collect();
-    let mut bloom = BloomBuilder::new(entries.len() + buckets.len());
+    let prefixes: std::collections::BTreeSet<Vec<u8>> = entries
+        .iter()
+        .filter_map(|e| Some((e.bucket.as_deref()?, e.key.as_deref()?)))
+        .flat_map(|(bucket, key)| slash_prefixes(key).map(move |p| composite_key(bucket, p)))
+        .collect();
+    let mut bloom = BloomBuilder::new(entries.len() + buckets.len() + prefixes.len());
     let mut key_range: Option<(Vec<u8>, Vec<u8>)> = None;
     for entry in &entries {
         if let Some(id) = &entry.upload_id {
@@ -206,6 +211,9 @@ pub fn encode_block<'a>(
     }
     for bucket in buckets {
         bloom.insert(Domain::Bucket, bucket.as_bytes());
+    }
+    for prefix in &prefixes {
+        bloom.insert(Domain::Prefix, prefix);
     }
     let (key_min, key_max) = key_range.unwrap_or_default();
     let body = SummaryBody { bloom: bloom.finish(), key_min, key_max };

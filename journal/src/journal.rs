@@ -18,7 +18,7 @@ use crate::entry::Entry;
 use crate::error::{Corruption, Damage, JournalError};
 use crate::file::{self, Block, Check, FileIndex};
 use crate::format::{self, BLOCK_ENTRIES_BYTES_TARGET, FILE_HEADER_BYTES, TEMP_SUFFIX};
-use crate::query::{ExportReport, Query, QueryResult};
+use crate::query::{ExportReport, Prepared, Query, QueryResult};
 
 /// Default size at which a file stops taking blocks.
 pub const JOURNAL_FILE_BYTES_DEFAULT: u64 = 64 << 20;
@@ -422,6 +422,7 @@ impl Journal {
             (state.files.clone(), staged, skipped_whole.collect::<Vec<_>>())
         };
         let mut blocks_read = 0;
+        let prepared = query.prepare();
         if query.newest_first {
             for entry in staged.iter().rev() {
                 if !visit(entry) {
@@ -435,7 +436,7 @@ impl Journal {
                 let go_on = visit_file(
                     file,
                     file.blocks.iter().rev(),
-                    query,
+                    &prepared,
                     true,
                     &mut warnings,
                     &mut blocks_read,
@@ -450,7 +451,7 @@ impl Journal {
                 let go_on = visit_file(
                     file,
                     file.blocks.iter(),
-                    query,
+                    &prepared,
                     false,
                     &mut warnings,
                     &mut blocks_read,
@@ -490,7 +491,7 @@ impl Journal {
 fn visit_file<'a>(
     file: &FileIndex,
     blocks: impl Iterator<Item = &'a Block>,
-    query: &Query,
+    query: &Prepared<'_>,
     reverse: bool,
     warnings: &mut Vec<Corruption>,
     blocks_read: &mut u64,
@@ -509,7 +510,7 @@ fn visit_file<'a>(
         if reverse {
             entries.reverse();
         }
-        for entry in entries.iter().filter(|e| query.matches(e)) {
+        for entry in entries.iter().filter(|e| query.query.matches(e)) {
             if !visit(entry) {
                 return false;
             }

@@ -1,6 +1,6 @@
 //! Queries: which entries match, and which blocks cannot hold any that do.
 
-use crate::bloom::{self, Domain};
+use crate::bloom::{self, Domain, Probes};
 use crate::entry::{Entry, UPLOAD_ID_BYTES};
 use crate::error::Corruption;
 use crate::format::{BlockHeader, composite_key};
@@ -36,42 +36,65 @@ impl Query {
             && self.time_until_ms.is_none_or(|until| entry.time_ms < until)
     }
 
-    /// Whether a block with this header may hold a matching entry (`false`: skip it unread).
-    pub(crate) fn may_match(&self, header: &BlockHeader) -> bool {
-        if header.entry_count == 0 {
-            return false;
+    /// The query with its filter probes hashed once, for testing many blocks.
+    pub(crate) fn prepare(&self) -> Prepared<'_> {
+        let bucket = self.bucket.as_deref();
+        let prefix = bucket.zip(self.key_prefix.as_deref().and_then(bloom::indexed_prefix));
+        Prepared {
+            query: self,
+            upload: self.upload_id.map(|id| Probes::new(Domain::UploadId, &id)),
+            bucket: bucket.map(|b| Probes::new(Domain::Bucket, b.as_bytes())),
+            prefix: prefix.map(|(b, p)| Probes::new(Domain::Prefix, &composite_key(b, p))),
+            low: bucket.map(|b| composite_key(b, self.key_prefix.as_deref().unwrap_or(""))),
         }
-        let summary = &header.summary;
-        if self.time_from_ms.is_some_and(|from| header.time_max_ms < from)
-            || self.time_until_ms.is_some_and(|until| header.time_min_ms >= until)
-        {
-            return false;
-        }
-        if let Some(id) = &self.upload_id
-            && !bloom::may_contain(&summary.bloom, Domain::UploadId, id)
-        {
-            return false;
-        }
-        if let Some(bucket) = &self.bucket {
-            if !bloom::may_contain(&summary.bloom, Domain::Bucket, bucket.as_bytes()) {
-                return false;
-            }
-            // Every `bucket 0x00 key` with the prefix lies in [low, low's successor): the
-            // block's range must reach into it.
-            let low = composite_key(bucket, self.key_prefix.as_deref().unwrap_or(""));
-            if summary.key_max.is_empty()
-                || summary.key_max < low
-                || (summary.key_min > low && !summary.key_min.starts_with(&low))
-            {
-                return false;
-            }
-        }
-        true
     }
 
     /// Whether the scan may stop, having found `found` entries.
     pub(crate) fn is_full(&self, found: usize) -> bool {
         self.limit.is_some_and(|limit| found >= limit)
+    }
+}
+
+/// A query ready to test block summaries.
+#[derive(Debug)]
+pub(crate) struct Prepared<'a> {
+    pub query: &'a Query,
+    upload: Option<Probes>,
+    bucket: Option<Probes>,
+    /// The longest `/`-ending prefix of the key prefix, with the bucket.
+    prefix: Option<Probes>,
+    /// `bucket 0x00 key_prefix`: every matching entry's composite key starts with it.
+    low: Option<Vec<u8>>,
+}
+
+impl Prepared<'_> {
+    /// Whether a block with this header may hold a matching entry (`false`: skip it unread).
+    pub fn may_match(&self, header: &BlockHeader) -> bool {
+        if header.entry_count == 0 {
+            return false;
+        }
+        let (query, summary) = (self.query, &header.summary);
+        if query.time_from_ms.is_some_and(|from| header.time_max_ms < from)
+            || query.time_until_ms.is_some_and(|until| header.time_min_ms >= until)
+        {
+            return false;
+        }
+        let filtered_out =
+            |probes: &Option<Probes>| probes.is_some_and(|p| !p.may_be_in(&summary.bloom));
+        if filtered_out(&self.upload) || filtered_out(&self.bucket) || filtered_out(&self.prefix) {
+            return false;
+        }
+        if let Some(low) = &self.low {
+            // Every matching `bucket 0x00 key` lies in [low, low's successor): the block's
+            // range must reach into it.
+            if summary.key_max.is_empty()
+                || summary.key_max < *low
+                || (summary.key_min > *low && !summary.key_min.starts_with(low))
+            {
+                return false;
+            }
+        }
+        true
     }
 }
 
