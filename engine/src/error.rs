@@ -217,6 +217,12 @@ pub enum EngineError {
     /// The journal failed (a checkpoint waits for it: the log keeps the history meanwhile).
     #[error(transparent)]
     Journal(#[from] tessera_journal::JournalError),
+    /// The journal cannot be trusted to hold every transition: checkpoints wait for a reopen.
+    #[error("journal unavailable: {reason}")]
+    JournalUnavailable {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl From<PayloadError> for EngineError {
@@ -270,7 +276,8 @@ impl EngineError {
             | EngineError::Undecodable { .. }
             | EngineError::InvalidConfig { .. }
             | EngineError::Payload(_)
-            | EngineError::Journal(_) => "InternalError",
+            | EngineError::Journal(_)
+            | EngineError::JournalUnavailable { .. } => "InternalError",
             EngineError::Wal(WalError::Poisoned { .. }) => "ServiceUnavailable",
             EngineError::Wal(_) => "InternalError",
         }
@@ -295,6 +302,7 @@ impl EngineError {
             | EngineError::InvalidConfig { .. }
             | EngineError::Payload(_)
             | EngineError::Journal(_)
+            | EngineError::JournalUnavailable { .. }
             | EngineError::Wal(_) => 500,
             _ => 400,
         }

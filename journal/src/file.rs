@@ -122,8 +122,15 @@ pub(crate) fn preserve_tail(
     let mut bytes = vec![0u8; usize::try_from(len.saturating_sub(from)).unwrap_or(0)];
     index.file.read_exact_at(&mut bytes, from).map_err(|e| JournalError::io(path, "read", e))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("journal");
-    let copy = dir.join(format!("{name}{TORN_SUFFIX}{from}"));
-    let temp = dir.join(format!("{name}{TORN_SUFFIX}{from}{TEMP_SUFFIX}"));
+    // A name no earlier copy took: the same offset may tear again after another crash.
+    let taken = fs.list(dir).map_err(|e| JournalError::io(dir, "list", e))?;
+    let base = format!("{name}{TORN_SUFFIX}{from}");
+    let unique = (0u32..)
+        .map(|n| if n == 0 { base.clone() } else { format!("{base}.{n}") })
+        .find(|candidate| !taken.contains(candidate))
+        .unwrap_or(base);
+    let copy = dir.join(&unique);
+    let temp = dir.join(format!("{unique}{TEMP_SUFFIX}"));
     let file =
         fs.open(&temp, OpenMode::CreateNew).map_err(|e| JournalError::io(&temp, "create", e))?;
     file.write_all_at(&bytes, 0).map_err(|e| JournalError::io(&temp, "write", e))?;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::bloom::{BloomBuilder, Domain, slash_prefixes};
 use crate::entry::Entry;
 use crate::error::Damage;
+use tessera_wal::LSN_MAX;
 
 /// `tssr.jnl`.
 pub const FILE_MAGIC: [u8; 8] = *b"tssr.jnl";
@@ -23,6 +24,11 @@ pub const SUMMARY_BYTES_LIMIT: u32 = 1 << 20;
 pub const ENTRIES_BYTES_LIMIT: u32 = 16 << 20;
 /// A writer cuts a block once its entries reach this size.
 pub const BLOCK_ENTRIES_BYTES_TARGET: usize = 64 << 10;
+/// The largest entry `stage` takes, encoded: the engine's largest is about 1.3 KiB (key 1024,
+/// bucket 63, actor 256 bytes), so a block cut at `BLOCK_ENTRIES_BYTES_TARGET` stays far
+/// below `ENTRIES_BYTES_LIMIT`, which readers enforce.
+pub const ENTRY_BYTES_MAX: usize = 64 << 10;
+const _: () = assert!(BLOCK_ENTRIES_BYTES_TARGET + ENTRY_BYTES_MAX <= ENTRIES_BYTES_LIMIT as usize);
 /// File names: `{first_lsn:020}` and this suffix.
 pub const FILE_SUFFIX: &str = ".tjl";
 /// A file being created.
@@ -62,7 +68,7 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
     (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
         .then(|| digits.parse().ok())
         .flatten()
-        .filter(|&lsn| lsn > 0)
+        .filter(|&lsn| (1..=LSN_MAX).contains(&lsn))
 }
 
 /// A file's header.
@@ -90,8 +96,8 @@ pub fn decode_file_header(bytes: &[u8; 32]) -> Result<u64, Damage> {
         return Err(Damage::Version { found: version });
     }
     match le_u64(bytes, 16) {
-        0 => Err(Damage::Field { field: "first_lsn", found: "0".into() }),
-        first_lsn => Ok(first_lsn),
+        lsn @ 1..=LSN_MAX => Ok(lsn),
+        lsn => Err(Damage::Field { field: "first_lsn", found: lsn.to_string() }),
     }
 }
 
@@ -276,7 +282,7 @@ pub fn decode_block_header(bytes: &[u8]) -> Result<BlockHeader, Damage> {
         return Err(Damage::Field { field: "entries_bytes", found: entries_bytes.to_string() });
     }
     let (first_lsn, last_lsn) = (le_u64(bytes, 24), le_u64(bytes, 32));
-    if first_lsn == 0 || first_lsn > last_lsn {
+    if first_lsn == 0 || first_lsn > last_lsn || last_lsn > LSN_MAX {
         return Err(Damage::Field {
             field: "lsn range",
             found: format!("{first_lsn}..={last_lsn}"),
@@ -309,7 +315,8 @@ pub fn decode_entries(header: &BlockHeader, bytes: &[u8]) -> Result<Vec<Entry>, 
     if computed != header.entries_crc {
         return Err(Damage::Crc { what: "block entries", stored: header.entries_crc, computed });
     }
-    let mut entries = Vec::with_capacity(header.entry_count.min(1 << 16) as usize);
+    // An entry takes at least 8 bytes: the count alone never sizes an allocation.
+    let mut entries = Vec::with_capacity((header.entry_count as usize).min(bytes.len() / 8));
     let mut rest = bytes;
     let mut previous = header.first_lsn - 1;
     while !rest.is_empty() {

@@ -17,13 +17,17 @@ use tessera_wal::{Fs, create_dir_all_durable};
 use crate::entry::Entry;
 use crate::error::{Corruption, Damage, JournalError};
 use crate::file::{self, Block, Check, FileIndex};
-use crate::format::{self, BLOCK_ENTRIES_BYTES_TARGET, FILE_HEADER_BYTES, TEMP_SUFFIX};
+use crate::format::{
+    self, BLOCK_ENTRIES_BYTES_TARGET, ENTRY_BYTES_MAX, FILE_HEADER_BYTES, TEMP_SUFFIX,
+};
 use crate::query::{ExportReport, Prepared, Query, QueryResult};
 
 /// Default size at which a file stops taking blocks.
 pub const JOURNAL_FILE_BYTES_DEFAULT: u64 = 64 << 20;
 /// Suffix a file gets when it is set aside (its header is damaged).
 pub const DAMAGED_SUFFIX: &str = ".damaged";
+/// Suffix a file gets when [`Journal::cut_after`] removes it.
+pub const CUT_SUFFIX: &str = ".cut";
 
 /// How long history is kept. Retention drops whole files, oldest first, never the newest.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -161,7 +165,17 @@ impl Journal {
             let path = dir.join(&name);
             let is_last = i + 1 == count;
             let check = if is_last { Check::Everything } else { Check::Headers };
-            let index = match file::scan(&*fs, &path, first_lsn, check)? {
+            let scanned = match file::scan(&*fs, &path, first_lsn, check) {
+                // An older file that cannot be read is damage like any other; the newest must
+                // be readable, since appends continue it.
+                Err(JournalError::Io { source, .. }) if !is_last => Err(Corruption {
+                    path: path.clone(),
+                    offset: 0,
+                    damage: Damage::Read(source.to_string()),
+                }),
+                other => other?,
+            };
+            let index = match scanned {
                 Ok(index) => index,
                 Err(corruption) => {
                     tracing::warn!(%corruption, "journal file skipped");
@@ -254,6 +268,11 @@ impl Journal {
     /// Adds a committed transition's entry, in memory (queries see it at once). Entries come
     /// in ascending LSN order, after everything covered.
     pub fn stage(&self, entry: Entry) -> Result<(), JournalError> {
+        if entry.memory_bytes() > ENTRY_BYTES_MAX {
+            return Err(JournalError::Invalid {
+                reason: "an entry's strings exceed ENTRY_BYTES_MAX",
+            });
+        }
         let mut state = self.state.lock();
         let after = state.staged.back().map_or(state.covered_lsn, |e| e.lsn).max(state.covered_lsn);
         if entry.lsn <= after {
@@ -262,6 +281,84 @@ impl Journal {
         state.staged_bytes += entry.memory_bytes();
         state.staged.push_back(Arc::new(entry));
         Ok(())
+    }
+
+    /// Removes the history after `lsn` (for a log that was cut back, by a repair, below what
+    /// the journal covers: its LSNs will name other transitions). Whole files after it are
+    /// renamed `<name>.cut`; the file holding it is cut after its last block that ends at or
+    /// before `lsn`, the bytes cut kept as `<name>.torn-<offset>`. Reported as damage; returns
+    /// what it reported; the new `covered_lsn` may be below `lsn` (call [`Journal::mark_gap`]
+    /// then). Call it before staging anything.
+    pub fn cut_after(&self, lsn: u64) -> Result<Vec<Corruption>, JournalError> {
+        let _one = self.writer.lock();
+        let mut state = self.state.lock();
+        if state.covered_lsn <= lsn {
+            return Ok(Vec::new());
+        }
+        let reported_before = state.corruptions.len();
+        let found =
+            format!("history after LSN {lsn}, beyond the log's end (a repaired log?): removed");
+        while let Some(last) = state.files.last().filter(|f| f.first_lsn > lsn) {
+            let aside = last.path.with_file_name(format!(
+                "{}{CUT_SUFFIX}",
+                last.path.file_name().and_then(|n| n.to_str()).unwrap_or("journal")
+            ));
+            self.fs
+                .rename(&last.path, &aside)
+                .map_err(|e| JournalError::io(&last.path, "rename", e))?;
+            let damage = Damage::Field { field: "history", found: found.clone() };
+            state.corruptions.push(Corruption { path: aside, offset: 0, damage });
+            state.files.pop();
+        }
+        if let Some(last) = state.files.last_mut() {
+            let keep = last.blocks.iter().take_while(|b| b.header.last_lsn <= lsn).count();
+            let end = keep
+                .checked_sub(1)
+                .and_then(|i| last.blocks.get(i))
+                .map_or(FILE_HEADER_BYTES, Block::end);
+            let cut = FileIndex { end_offset: end, ..last.clone() };
+            let copy = file::preserve_tail(&*self.fs, &self.dir, &cut)?;
+            last.file.set_len(end).map_err(|e| JournalError::io(&last.path, "set_len", e))?;
+            last.file.sync_data().map_err(|e| JournalError::io(&last.path, "sync_data", e))?;
+            last.blocks = Arc::new(last.blocks.iter().take(keep).cloned().collect());
+            last.end_offset = end;
+            let damage = Damage::Field {
+                field: "history",
+                found: format!("{found}; kept as {}", copy.display()),
+            };
+            let corruption = Corruption { path: last.path.clone(), offset: end, damage };
+            state.corruptions.push(corruption);
+        }
+        self.fs.sync_dir(&self.dir).map_err(|e| JournalError::io(&self.dir, "sync_dir", e))?;
+        state.covered_lsn = state.files.last().map_or(0, FileIndex::last_lsn);
+        tracing::warn!(lsn, covered = state.covered_lsn, "journal cut back to the log's end");
+        Ok(state.corruptions.get(reported_before..).unwrap_or(&[]).to_vec())
+    }
+
+    /// Records that the history of LSNs `covered_lsn + 1..=through_lsn` is lost (damage, a
+    /// journal turned on late): a new file starts at `through_lsn + 1`, so that every open
+    /// reports the gap (and queries warn of it), and no block ever claims to cover it. Returns
+    /// the report. Call it before staging anything after `covered_lsn`.
+    pub fn mark_gap(&self, through_lsn: u64) -> Result<Option<Corruption>, JournalError> {
+        let _one = self.writer.lock();
+        let covered = self.state.lock().covered_lsn;
+        if through_lsn <= covered {
+            return Ok(None);
+        }
+        let file = file::create(&*self.fs, &self.dir, through_lsn + 1)?;
+        let found = format!("LSNs {}..={through_lsn} are in no file", covered + 1);
+        let corruption = Corruption {
+            path: file.path.clone(),
+            offset: 0,
+            damage: Damage::Field { field: "history", found },
+        };
+        tracing::warn!(%corruption, "journal history missing");
+        let mut state = self.state.lock();
+        state.files.push(file);
+        state.last_appendable = true;
+        state.covered_lsn = through_lsn;
+        state.corruptions.push(corruption.clone());
+        Ok(Some(corruption))
     }
 
     /// Approximate bytes of the staged entries.

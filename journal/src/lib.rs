@@ -27,9 +27,9 @@ mod query;
 pub use crate::entry::{Entry, JournalEtag, Operation, UPLOAD_ID_BYTES};
 pub use crate::error::{Corruption, Damage, JournalError};
 pub use crate::file::TORN_SUFFIX;
-pub use crate::format::{BLOCK_ENTRIES_BYTES_TARGET, JOURNAL_FORMAT_VERSION};
+pub use crate::format::{BLOCK_ENTRIES_BYTES_TARGET, ENTRY_BYTES_MAX, JOURNAL_FORMAT_VERSION};
 pub use crate::journal::{
-    DAMAGED_SUFFIX, FlushReport, JOURNAL_FILE_BYTES_DEFAULT, Journal, JournalOpenReport,
-    JournalOptions, JournalStats, Retention, RetentionReport,
+    CUT_SUFFIX, DAMAGED_SUFFIX, FlushReport, JOURNAL_FILE_BYTES_DEFAULT, Journal,
+    JournalOpenReport, JournalOptions, JournalStats, Retention, RetentionReport,
 };
 pub use crate::query::{ExportReport, Query, QueryResult};

@@ -47,6 +47,8 @@ pub const PAYLOAD_DIR: &str = "payload";
 pub const JOURNAL_DIR: &str = "journal";
 /// The actor named on transitions the engine makes itself (compaction).
 pub const SYSTEM_ACTOR: &str = "tessera";
+/// The longest actor (owner or access key) a transition may name.
+pub const ACTOR_BYTES_MAX: usize = 256;
 /// Most bytes one `MoveRecord` encodes to: an address, and four varints of at most 10 bytes.
 const MOVE_RECORD_BYTES_MAX: usize = 32 + 5 * 10;
 /// Bytes of a `Moves` record besides its moves (version, time, actor, variant, count), rounded
@@ -86,6 +88,11 @@ pub struct Engine {
     journal: Option<Journal>,
     /// What opening the journal found.
     journal_report: JournalOpenReport,
+    /// Why the journal cannot be trusted to hold every transition (it failed to open, or an
+    /// entry could not be staged): checkpoints are refused, so the log keeps the history.
+    journal_fault: Mutex<Option<String>>,
+    /// Staged bytes added to `journal_staged_bytes_max` after failed flushes.
+    journal_flush_backoff_bytes: std::sync::atomic::AtomicUsize,
     /// One checkpoint (or compaction, or journal flush) at a time.
     maintenance: Mutex<()>,
     wal_bytes_since_checkpoint: AtomicU64,
@@ -213,6 +220,13 @@ impl Engine {
         transition: Transition,
         pending: Option<Pending>,
     ) -> Result<Outcome, EngineError> {
+        if transition.actor.len() > ACTOR_BYTES_MAX {
+            return Err(EngineError::InvalidArgument {
+                reason: format!(
+                    "an actor (owner or access key) of at most {ACTOR_BYTES_MAX} bytes"
+                ),
+            });
+        }
         let bytes = record::encode(&transition);
         let lsn = {
             let mut queue = self.queue.lock();
@@ -281,7 +295,8 @@ impl Engine {
     /// their outcomes for their callers.
     fn apply_until(&self, durable: u64) {
         let mut core = self.core.write();
-        let mut applied = Vec::new();
+        // Stored even if an apply panics: the outcomes before it are its callers'.
+        let mut applied = StoreOnDrop { outcomes: &self.outcomes, applied: Vec::new() };
         loop {
             let next = {
                 let mut queue = self.queue.lock();
@@ -298,11 +313,9 @@ impl Engine {
                 applied.outcome
             });
             self.record(lsn, &transition, subject, &result);
-            applied.push((lsn, result));
+            applied.applied.push((lsn, result));
         }
-        if !applied.is_empty() {
-            self.outcomes.lock().extend(applied);
-        }
+        drop(applied);
         drop(core);
     }
 
@@ -342,13 +355,17 @@ impl Engine {
             return;
         }
         let event = events::event(lsn, transition, subject, result);
-        if listened {
+        let staged = if listened {
             let event = Arc::new(event);
-            stage_history(self.journal.as_ref(), Event::clone(&event), transition);
+            let staged = stage_history(self.journal.as_ref(), Event::clone(&event), transition);
             // No receiver is not an error: events are for whoever listens.
             let _ = self.events.send(event);
+            staged
         } else {
-            stage_history(self.journal.as_ref(), event, transition);
+            stage_history(self.journal.as_ref(), event, transition)
+        };
+        if let Err(fault) = staged {
+            self.journal_fault.lock().get_or_insert(fault);
         }
     }
 
@@ -356,21 +373,39 @@ impl Engine {
     /// other maintenance is running: a checkpoint flushes it anyway).
     fn flush_journal_if_due(&self) {
         let Some(journal) = &self.journal else { return };
-        if journal.staged_bytes() < self.config.journal_staged_bytes_max {
+        let due = self
+            .config
+            .journal_staged_bytes_max
+            .saturating_add(self.journal_flush_backoff_bytes.load(Ordering::Relaxed));
+        if journal.staged_bytes() < due {
             return;
         }
         let Some(_one) = self.maintenance.try_lock() else { return };
         // Every transition up to the applied LSN has staged its entry (under the write lock).
         let applied = self.core.read().state.applied_lsn;
-        if let Err(e) = journal.flush_through(applied) {
-            tracing::warn!(error = %e, "journal flush failed; the log keeps the history meanwhile");
+        match journal.flush_through(applied) {
+            Ok(_) => self.journal_flush_backoff_bytes.store(0, Ordering::Relaxed),
+            Err(e) => {
+                // Tried again after another `journal_staged_bytes_max`, not at every commit.
+                let step = self.config.journal_staged_bytes_max;
+                self.journal_flush_backoff_bytes.fetch_add(step, Ordering::Relaxed);
+                tracing::warn!(error = %e, "journal flush failed; the log keeps the history meanwhile");
+            }
         }
     }
 
-    /// The journal: the history of committed transitions (`None` if the configuration keeps
-    /// none, or if it could not be opened: see [`Engine::journal_report`]).
-    pub fn journal(&self) -> Option<&Journal> {
-        self.journal.as_ref()
+    /// The journal: the history of committed transitions, for queries and export (`None` if
+    /// the configuration keeps none, or if it could not be opened: see
+    /// [`Engine::journal_fault`]).
+    pub fn journal(&self) -> Option<JournalView<'_>> {
+        self.journal.as_ref().map(|journal| JournalView { journal })
+    }
+
+    /// Why the journal cannot be trusted to hold every transition, if so (it failed to open,
+    /// or an entry could not be staged). Checkpoints are refused meanwhile, so that the log
+    /// keeps the history; a reopen re-derives it.
+    pub fn journal_fault(&self) -> Option<String> {
+        self.journal_fault.lock().clone()
     }
 
     /// What opening the journal found (damage, a torn tail cut).
@@ -418,6 +453,9 @@ impl Engine {
         // The history up to `lsn` is durable before the checkpoint exists: so the log segments
         // it lets go hold nothing the journal lacks, and after a crash, replay from this
         // checkpoint re-derives every entry the journal does not have.
+        if let Some(fault) = self.journal_fault() {
+            return Err(EngineError::JournalUnavailable { reason: fault });
+        }
         if let Some(journal) = &self.journal {
             journal.flush_through(lsn)?;
         }
@@ -551,10 +589,74 @@ impl Engine {
     }
 }
 
-/// Stages an applied transition's journal entry, if it has one.
-pub(crate) fn stage_history(journal: Option<&Journal>, event: Event, transition: &Transition) {
-    let (Some(journal), Some(entry)) = (journal, history::entry(event, transition)) else { return };
-    if let Err(e) = journal.stage(entry) {
-        tracing::error!(error = %e, "journal entry not staged");
+/// Stages an applied transition's journal entry, if it has one; an entry that cannot be
+/// staged is the journal's fault (returned).
+pub(crate) fn stage_history(
+    journal: Option<&Journal>,
+    event: Event,
+    transition: &Transition,
+) -> Result<(), String> {
+    let (Some(journal), Some(entry)) = (journal, history::entry(event, transition)) else {
+        return Ok(());
+    };
+    journal.stage(entry).map_err(|e| {
+        tracing::error!(error = %e, "journal entry not staged: checkpoints are refused");
+        format!("a journal entry could not be staged: {e}")
+    })
+}
+
+/// Outcomes of applied transitions, moved into the engine's map when dropped.
+struct StoreOnDrop<'a> {
+    outcomes: &'a Mutex<Outcomes>,
+    applied: Vec<(u64, Result<Outcome, EngineError>)>,
+}
+
+impl Drop for StoreOnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.applied.is_empty() {
+            self.outcomes.lock().extend(self.applied.drain(..));
+        }
+    }
+}
+
+/// The journal as the engine lends it: queries, export and figures (the engine alone stages
+/// and flushes).
+#[derive(Clone, Copy, Debug)]
+pub struct JournalView<'a> {
+    journal: &'a Journal,
+}
+
+impl JournalView<'_> {
+    /// The entries matching `query` (see [`Journal::query`]).
+    pub fn query(&self, query: &tessera_journal::Query) -> tessera_journal::QueryResult {
+        self.journal.query(query)
+    }
+
+    /// Writes the matching entries as JSON lines (see [`Journal::export`]).
+    pub fn export(
+        &self,
+        query: &tessera_journal::Query,
+        out: &mut dyn std::io::Write,
+    ) -> Result<tessera_journal::ExportReport, tessera_journal::JournalError> {
+        self.journal.export(query, out)
+    }
+
+    /// What the journal holds.
+    pub fn stats(&self) -> tessera_journal::JournalStats {
+        self.journal.stats()
+    }
+
+    /// Every journalled transition up to this LSN is durable in the journal's files.
+    pub fn covered_lsn(&self) -> u64 {
+        self.journal.covered_lsn()
+    }
+
+    /// Drops old history now, as the configured retention says (the engine does it after
+    /// every checkpoint).
+    pub fn apply_retention(
+        &self,
+        now_ms: u64,
+    ) -> Result<tessera_journal::RetentionReport, tessera_journal::JournalError> {
+        self.journal.apply_retention(now_ms)
     }
 }

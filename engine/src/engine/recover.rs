@@ -69,9 +69,12 @@ impl Engine {
             }
             None => (State::default(), 0),
         };
-        let (journal, journal_report) = open_journal(&fs, &dir, &config, checkpoint_lsn);
+        let log_end_lsn = wal.lsn_last_appended().0;
+        let (journal, journal_report, journal_fault) =
+            open_journal(&fs, &dir, &config, checkpoint_lsn, log_end_lsn);
         // Entries after what the journal holds are re-derived from the records, as live.
         let journal_covered = journal.as_ref().map_or(u64::MAX, Journal::covered_lsn);
+        let mut journal_fault = journal_fault;
         let mut replayed = 0u64;
         for record in wal.replay(Lsn(checkpoint_lsn).next())? {
             let record = record?;
@@ -89,7 +92,9 @@ impl Engine {
             };
             if let Some(subject) = subject {
                 let event = events::event(lsn, &transition, subject, &result);
-                stage_history(journal.as_ref(), event, &transition);
+                if let Err(fault) = stage_history(journal.as_ref(), event, &transition) {
+                    journal_fault.get_or_insert(fault);
+                }
             }
             replayed += 1;
         }
@@ -114,6 +119,8 @@ impl Engine {
             events,
             journal,
             journal_report,
+            journal_fault: Mutex::new(journal_fault),
+            journal_flush_backoff_bytes: std::sync::atomic::AtomicUsize::new(0),
             maintenance: Mutex::new(()),
             wal_bytes_since_checkpoint: AtomicU64::new(0),
             checkpoint_backoff_bytes: AtomicU64::new(0),
@@ -124,32 +131,39 @@ impl Engine {
     }
 }
 
-/// Opens the journal. A journal that cannot open never stops the engine: it runs without one
-/// (and says so).
+/// Opens the journal and lines it up with the log: history beyond the log's end (a repaired
+/// log) is cut, and history lost below the checkpoint (damage, a journal turned on late) is
+/// recorded as a gap, so that no block ever claims it. A journal that cannot open never stops
+/// the engine: it runs without one, and refuses checkpoints (the log keeps the history) until
+/// a reopen finds the journal again.
 fn open_journal(
     fs: &Arc<dyn Fs>,
     dir: &std::path::Path,
     config: &EngineConfig,
     checkpoint_lsn: u64,
-) -> (Option<Journal>, JournalOpenReport) {
-    let Some(options) = config.journal else { return (None, JournalOpenReport::default()) };
-    match Journal::open(Arc::clone(fs), dir.join(JOURNAL_DIR), options) {
-        Ok((journal, report)) => {
-            let covered = journal.covered_lsn();
-            if covered < checkpoint_lsn {
-                // Written before the checkpoint, always; so these were lost (damage, or a
-                // journal newly turned on): replay starts after the checkpoint.
-                tracing::warn!(
-                    first = covered + 1,
-                    last = checkpoint_lsn,
-                    "journal: the history of these LSNs is missing"
-                );
+    log_end_lsn: u64,
+) -> (Option<Journal>, JournalOpenReport, Option<String>) {
+    let Some(options) = config.journal else { return (None, JournalOpenReport::default(), None) };
+    let opened = Journal::open(Arc::clone(fs), dir.join(JOURNAL_DIR), options).and_then(
+        |(journal, mut report)| {
+            if journal.covered_lsn() > log_end_lsn {
+                report.corruptions.extend(journal.cut_after(log_end_lsn)?);
             }
-            (Some(journal), report)
-        }
+            if journal.covered_lsn() < checkpoint_lsn {
+                // The journal is flushed through every checkpoint before it is written: this
+                // history is lost, and replay (from the checkpoint) cannot bring it back.
+                report.corruptions.extend(journal.mark_gap(checkpoint_lsn)?);
+            }
+            report.covered_lsn = journal.covered_lsn();
+            Ok((journal, report))
+        },
+    );
+    match opened {
+        Ok((journal, report)) => (Some(journal), report, None),
         Err(e) => {
-            tracing::error!(error = %e, "journal could not be opened: the engine runs without history");
-            (None, JournalOpenReport::default())
+            let fault = format!("the journal could not be opened: {e}");
+            tracing::error!(%fault, "the engine runs without history and takes no checkpoint");
+            (None, JournalOpenReport::default(), Some(fault))
         }
     }
 }
