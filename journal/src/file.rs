@@ -18,7 +18,8 @@ use crate::format::{
 pub(crate) struct Block {
     /// Offset of the block's first byte.
     pub offset: u64,
-    pub header: BlockHeader,
+    /// Shared: the index is copied on every flush, its summaries never.
+    pub header: Arc<BlockHeader>,
 }
 
 impl Block {
@@ -238,7 +239,7 @@ fn read_block(
         );
         return Err(Damage::Field { field: "first_lsn", found });
     }
-    let block = Block { offset, header };
+    let block = Block { offset, header: Arc::new(header) };
     if block.end() > len {
         return Err(Damage::Truncated { needed: block.end(), len });
     }

@@ -637,7 +637,7 @@ fn encode_blocks(
             let offset = at + bytes.len() as u64;
             let chunk = entries.get(chunk_start..=i).unwrap_or(&[]);
             let header = format::encode_block(&mut bytes, first, last, chunk.iter().map(|e| &**e));
-            blocks.push(Block { offset, header });
+            blocks.push(Block { offset, header: Arc::new(header) });
             first = last + 1;
             chunk_start = i + 1;
             chunk_bytes = 0;
@@ -645,7 +645,7 @@ fn encode_blocks(
     }
     if entries.is_empty() {
         let header = format::encode_block(&mut bytes, first, through, std::iter::empty());
-        blocks.push(Block { offset: at, header });
+        blocks.push(Block { offset: at, header: Arc::new(header) });
     }
     (bytes, blocks)
 }
