@@ -149,7 +149,7 @@ pub const TORN_SUFFIX: &str = ".torn-";
 pub(crate) enum Check {
     /// Headers and summaries only (a sealed file: queries check entries as they read them).
     Headers,
-    /// Every block's entries too (the last file, whose end must be known exactly).
+    /// Every block's entries' CRC too (the last file, whose end must be known exactly).
     Everything,
 }
 
@@ -246,7 +246,12 @@ fn read_block(
     if check == Check::Everything {
         let mut entries = vec![0u8; block.header.entries_bytes as usize];
         read(&mut entries, block.entries_offset())?;
-        decode_entries(&block.header, &entries)?;
+        // The CRC tells a torn or damaged block; decoding waits for a query.
+        let computed = crc32fast::hash(&entries);
+        if computed != block.header.entries_crc {
+            let stored = block.header.entries_crc;
+            return Err(Damage::Crc { what: "block entries", stored, computed });
+        }
     }
     Ok(block)
 }

@@ -196,31 +196,30 @@ pub fn encode_block<'a>(
     }
     let buckets: std::collections::BTreeSet<&str> =
         entries.iter().filter_map(|e| e.bucket.as_deref()).collect();
-    let prefixes: std::collections::BTreeSet<Vec<u8>> = entries
+    let prefixes: std::collections::BTreeSet<(&str, &str)> = entries
         .iter()
         .filter_map(|e| Some((e.bucket.as_deref()?, e.key.as_deref()?)))
-        .flat_map(|(bucket, key)| slash_prefixes(key).map(move |p| composite_key(bucket, p)))
+        .flat_map(|(bucket, key)| slash_prefixes(key).map(move |p| (bucket, p)))
         .collect();
     let mut bloom = BloomBuilder::new(entries.len() + buckets.len() + prefixes.len());
-    let mut key_range: Option<(Vec<u8>, Vec<u8>)> = None;
+    // `bucket 0x00 key` orders as (bucket, key) does: bucket names hold no 0x00.
+    let named = || {
+        entries.iter().filter_map(|e| Some((e.bucket.as_deref()?, e.key.as_deref().unwrap_or(""))))
+    };
+    let key_range = named().min().zip(named().max());
     for entry in &entries {
         if let Some(id) = &entry.upload_id {
             bloom.insert(Domain::UploadId, id);
-        }
-        if let Some(bucket) = &entry.bucket {
-            let key = composite_key(bucket, entry.key.as_deref().unwrap_or(""));
-            key_range = Some(match key_range.take() {
-                None => (key.clone(), key),
-                Some((min, max)) => (min.min(key.clone()), max.max(key)),
-            });
         }
     }
     for bucket in buckets {
         bloom.insert(Domain::Bucket, bucket.as_bytes());
     }
-    for prefix in &prefixes {
-        bloom.insert(Domain::Prefix, prefix);
+    for (bucket, prefix) in prefixes {
+        bloom.insert(Domain::Prefix, &composite_key(bucket, prefix));
     }
+    let key_range =
+        key_range.map(|((b0, k0), (b1, k1))| (composite_key(b0, k0), composite_key(b1, k1)));
     let (key_min, key_max) = key_range.unwrap_or_default();
     let body = SummaryBody { bloom: bloom.finish(), key_min, key_max };
     let summary = postcard::to_stdvec(&body).unwrap_or_default();

@@ -117,6 +117,8 @@ struct State {
     corruptions: Vec<Corruption>,
     /// A failed flush that could not even be undone: no more flushes until a reopen.
     poisoned: Option<String>,
+    /// The newest file has blocks written by `write_through` and not synced yet.
+    unsynced: bool,
 }
 
 /// The journal of one data directory. `Send + Sync`.
@@ -341,9 +343,15 @@ impl Journal {
     /// the report. Call it before staging anything after `covered_lsn`.
     pub fn mark_gap(&self, through_lsn: u64) -> Result<Option<Corruption>, JournalError> {
         let _one = self.writer.lock();
-        let covered = self.state.lock().covered_lsn;
+        let (covered, unsynced) = {
+            let state = self.state.lock();
+            (state.covered_lsn, state.unsynced)
+        };
         if through_lsn <= covered {
             return Ok(None);
+        }
+        if unsynced {
+            self.sync_last()?;
         }
         let file = file::create(&*self.fs, &self.dir, through_lsn + 1)?;
         let found = format!("LSNs {}..={through_lsn} are in no file", covered + 1);
@@ -367,30 +375,48 @@ impl Journal {
     }
 
     /// Makes the history up to `through_lsn` durable: writes the staged entries up to it as
-    /// blocks covering `covered_lsn + 1..=through_lsn`, and fdatasyncs them. The caller
-    /// promises that every entry up to `through_lsn` has been staged.
+    /// blocks covering `covered_lsn + 1..=through_lsn`, and fdatasyncs them (and whatever
+    /// [`Journal::write_through`] left unsynced). The caller promises that every entry up to
+    /// `through_lsn` has been staged.
     pub fn flush_through(&self, through_lsn: u64) -> Result<FlushReport, JournalError> {
+        self.flush(through_lsn, true)
+    }
+
+    /// Like [`Journal::flush_through`] without the fdatasync: moves staged entries out of
+    /// memory into the file (readable at once, durable with the next `flush_through`, or when
+    /// the file is sealed). A crash may lose or tear these blocks; the engine re-derives
+    /// their entries from the log, which keeps them until a checkpoint, whose
+    /// `flush_through` makes them durable first.
+    pub fn write_through(&self, through_lsn: u64) -> Result<FlushReport, JournalError> {
+        self.flush(through_lsn, false)
+    }
+
+    fn flush(&self, through_lsn: u64, sync: bool) -> Result<FlushReport, JournalError> {
         let _one = self.writer.lock();
-        let (covered, entries, active) = {
+        let (covered, entries, active, unsynced) = {
             let state = self.state.lock();
             if let Some(reason) = &state.poisoned {
-                return Err(JournalError::io(
-                    &self.dir,
-                    "flush",
-                    std::io::Error::other(reason.clone()),
-                ));
+                let source = std::io::Error::other(reason.clone());
+                return Err(JournalError::io(&self.dir, "flush", source));
             }
             let entries: Vec<Arc<Entry>> =
                 state.staged.iter().take_while(|e| e.lsn <= through_lsn).cloned().collect();
             let active = state.files.last().filter(|_| state.last_appendable).cloned();
-            (state.covered_lsn, entries, active)
+            (state.covered_lsn, entries, active, state.unsynced)
         };
         if through_lsn <= covered {
+            if sync && unsynced {
+                self.sync_last()?;
+            }
             return Ok(FlushReport::default());
         }
         let (active, new_file) = match active {
             Some(file) if file.end_offset < self.options.file_bytes => (file, false),
             _ => {
+                // A file is sealed durable: its blocks are never torn by a later crash.
+                if unsynced {
+                    self.sync_last()?;
+                }
                 let file = file::create(&*self.fs, &self.dir, covered + 1)?;
                 let mut state = self.state.lock();
                 state.files.push(file.clone());
@@ -404,7 +430,14 @@ impl Journal {
             .write_all_at(&bytes, active.end_offset)
             .map_err(|e| JournalError::io(&active.path, "write", e))
             .and_then(|()| {
-                active.file.sync_data().map_err(|e| JournalError::io(&active.path, "sync_data", e))
+                if sync {
+                    active
+                        .file
+                        .sync_data()
+                        .map_err(|e| JournalError::io(&active.path, "sync_data", e))
+                } else {
+                    Ok(())
+                }
             });
         if let Err(e) = written {
             // Undo, so that the next flush appends at a known end.
@@ -417,23 +450,36 @@ impl Journal {
             }
             return Err(e);
         }
-        let mut state = self.state.lock();
-        if let Some(last) = state.files.last_mut() {
-            let mut all = Vec::with_capacity(last.blocks.len() + blocks.len());
-            all.extend(last.blocks.iter().cloned());
-            all.extend(blocks);
-            last.blocks = Arc::new(all);
-            last.end_offset += bytes.len() as u64;
-        }
-        state.covered_lsn = through_lsn;
-        let mut drained = 0;
-        while state.staged.front().is_some_and(|e| e.lsn <= through_lsn) {
-            if let Some(entry) = state.staged.pop_front() {
-                drained += entry.memory_bytes();
+        let drained: Vec<Arc<Entry>> = {
+            let mut state = self.state.lock();
+            if let Some(last) = state.files.last_mut() {
+                let mut all = Vec::with_capacity(last.blocks.len() + blocks.len());
+                all.extend(last.blocks.iter().cloned());
+                all.extend(blocks);
+                last.blocks = Arc::new(all);
+                last.end_offset += bytes.len() as u64;
             }
-        }
-        state.staged_bytes -= drained.min(state.staged_bytes);
+            state.covered_lsn = through_lsn;
+            state.unsynced = !sync;
+            let count = state.staged.iter().take_while(|e| e.lsn <= through_lsn).count();
+            let drained: Vec<Arc<Entry>> = state.staged.drain(..count).collect();
+            let freed: usize = drained.iter().map(|e| e.memory_bytes()).sum();
+            state.staged_bytes -= freed.min(state.staged_bytes);
+            drained
+        };
+        // Freed outside the lock: stagers wait for it.
+        drop(drained);
         Ok(FlushReport { entries: entries.len() as u64, bytes: bytes.len() as u64, new_file })
+    }
+
+    /// fdatasyncs the newest file (what `write_through` left).
+    fn sync_last(&self) -> Result<(), JournalError> {
+        let last = self.state.lock().files.last().cloned();
+        if let Some(last) = last {
+            last.file.sync_data().map_err(|e| JournalError::io(&last.path, "sync_data", e))?;
+        }
+        self.state.lock().unsynced = false;
+        Ok(())
     }
 
     /// Drops whole files, oldest first, as the retention policy says; never the newest file.

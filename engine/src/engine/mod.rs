@@ -383,7 +383,9 @@ impl Engine {
         let Some(_one) = self.maintenance.try_lock() else { return };
         // Every transition up to the applied LSN has staged its entry (under the write lock).
         let applied = self.core.read().state.applied_lsn;
-        match journal.flush_through(applied) {
+        // Written, not synced: the checkpoint's flush makes it durable, and until then the
+        // log holds these transitions.
+        match journal.write_through(applied) {
             Ok(_) => self.journal_flush_backoff_bytes.store(0, Ordering::Relaxed),
             Err(e) => {
                 // Tried again after another `journal_staged_bytes_max`, not at every commit.

@@ -1,0 +1,103 @@
+//! `write_through` moves staged entries into the file without syncing: a crash may lose them
+//! (the engine re-derives them from its log), never what `flush_through` made durable, and a
+//! file is synced before the next one starts, so an older file is never torn.
+
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
+
+use tessera_journal::{Entry, Journal, JournalOptions, Operation, Query};
+use tessera_wal::{CrashMode, SimFs};
+
+fn entry(lsn: u64) -> Entry {
+    Entry {
+        lsn,
+        time_ms: lsn,
+        actor: "alice".into(),
+        op: Operation::CreateUpload,
+        bucket: Some("bkt".into()),
+        key: Some(format!("k/{lsn}")),
+        upload_id: Some([lsn as u8; 24]),
+        part_number: None,
+        size_bytes: None,
+        etag: None,
+        error: None,
+    }
+}
+
+fn open(fs: &SimFs, file_bytes: u64) -> (Journal, tessera_journal::JournalOpenReport) {
+    Journal::open(fs.shared(), "/j", JournalOptions { file_bytes, ..JournalOptions::default() })
+        .unwrap()
+}
+
+fn lsns(journal: &Journal) -> Vec<u64> {
+    journal.query(&Query::default()).entries.iter().map(|e| e.lsn).collect()
+}
+
+#[test]
+fn a_crash_loses_written_entries_never_flushed_ones() {
+    for mode in [CrashMode::DropUnsynced, CrashMode::KeepRandom { seed: 5 }] {
+        let fs = SimFs::new(1);
+        let (journal, _) = open(&fs, 1 << 20);
+        for lsn in 1..=10 {
+            journal.stage(entry(lsn)).unwrap();
+        }
+        journal.flush_through(10).unwrap();
+        for lsn in 11..=20 {
+            journal.stage(entry(lsn)).unwrap();
+        }
+        journal.write_through(20).unwrap();
+        assert_eq!(journal.stats().staged_entries, 0, "out of memory");
+        assert_eq!(lsns(&journal), (1..=20).collect::<Vec<_>>(), "and readable");
+        drop(journal);
+        fs.crash(mode);
+        let (journal, report) = open(&fs, 1 << 20);
+        assert!(report.corruptions.is_empty(), "{mode:?}: {report:?}");
+        let covered = journal.covered_lsn();
+        assert!((10..=20).contains(&covered), "{mode:?}: {covered}");
+        assert_eq!(lsns(&journal), (1..=covered).collect::<Vec<_>>(), "{mode:?}");
+        if mode == CrashMode::DropUnsynced {
+            assert_eq!(covered, 10);
+        }
+    }
+}
+
+#[test]
+fn flush_through_syncs_what_write_through_left_even_with_nothing_new() {
+    let fs = SimFs::new(2);
+    let (journal, _) = open(&fs, 1 << 20);
+    for lsn in 1..=10 {
+        journal.stage(entry(lsn)).unwrap();
+    }
+    journal.write_through(10).unwrap();
+    // Nothing new to write through 8: the blocks up to 10 must become durable all the same.
+    journal.flush_through(8).unwrap();
+    drop(journal);
+    fs.crash(CrashMode::DropUnsynced);
+    let (journal, _) = open(&fs, 1 << 20);
+    assert_eq!(journal.covered_lsn(), 10);
+}
+
+#[test]
+fn a_file_is_synced_before_the_next_one_starts() {
+    let fs = SimFs::new(3);
+    // Small files: every write starts a new one.
+    let (journal, _) = open(&fs, 64);
+    for lsn in 1..=30 {
+        journal.stage(entry(lsn)).unwrap();
+        journal.write_through(lsn).unwrap();
+    }
+    assert!(journal.stats().files >= 10);
+    drop(journal);
+    fs.crash(CrashMode::DropUnsynced);
+    let (journal, report) = open(&fs, 64);
+    // Only the newest file's last write may be gone; every older file is whole.
+    assert!(report.corruptions.is_empty(), "{report:?}");
+    assert!(journal.covered_lsn() >= 29, "{}", journal.covered_lsn());
+    assert_eq!(lsns(&journal), (1..=journal.covered_lsn()).collect::<Vec<_>>());
+}
