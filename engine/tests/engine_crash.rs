@@ -18,10 +18,14 @@
 use std::io::Read;
 use std::sync::Arc;
 
+#[path = "shared/observe.rs"]
+mod observe;
+use observe::{Observed, observe, observe_with};
+
 use tessera_engine::payload::PayloadOptions;
 use tessera_engine::{
-    CompletePart, Completion, Engine, EngineConfig, EngineError, ListObjects, ListParts,
-    ListUploads, ManualClock, ObjectMeta, ObjectPut, PartUpload,
+    CompletePart, Completion, Engine, EngineConfig, EngineError, ManualClock, ObjectMeta,
+    ObjectPut, PartUpload,
 };
 use tessera_wal::{CrashMode, SimFs, WalOptions};
 
@@ -59,70 +63,6 @@ fn bytes(seed: u64, len: usize) -> Vec<u8> {
             x as u8
         })
         .collect()
-}
-
-/// Key, initiation time, version, and parts (number, size, ETag).
-type ObservedUpload = (String, u64, u64, Vec<(u32, u64, String)>);
-
-/// What a client can see, with upload ids replaced by (key, initiation time): ids are random,
-/// times come from the manual clock and are the same in every run.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Observed {
-    buckets: Vec<(String, Option<u32>)>,
-    uploads: Vec<ObservedUpload>,
-    objects: Vec<(String, String, u64, Vec<u8>)>,
-}
-
-impl Observed {
-    fn without_contents(&self) -> Observed {
-        let mut copy = self.clone();
-        for object in &mut copy.objects {
-            object.3.clear();
-        }
-        copy
-    }
-}
-
-fn observe(engine: &Engine) -> Result<Observed, EngineError> {
-    observe_with(engine, true)
-}
-
-fn observe_with(engine: &Engine, contents: bool) -> Result<Observed, EngineError> {
-    let mut observed = Observed { buckets: vec![], uploads: vec![], objects: vec![] };
-    for bucket in engine.list_buckets() {
-        observed.buckets.push((bucket.name.clone(), bucket.abort_after_days));
-        let uploads = engine.list_uploads(&bucket.name, &ListUploads::default())?;
-        assert!(!uploads.is_truncated);
-        for u in uploads.uploads {
-            let id = u.upload_id.to_string();
-            let info = engine.get_upload(&bucket.name, &u.key, &id)?;
-            let parts = engine.list_parts(&bucket.name, &u.key, &id, &ListParts::default())?;
-            let parts = parts
-                .parts
-                .iter()
-                .map(|p| (p.part_number, p.size_bytes, p.etag.to_string()))
-                .collect();
-            observed.uploads.push((u.key.to_string(), u.initiated_ms, info.version, parts));
-        }
-        let objects = engine.list_objects(&bucket.name, &ListObjects::default())?;
-        for o in objects.objects {
-            let info = engine.head_object(&bucket.name, &o.key)?;
-            let mut content = Vec::new();
-            if contents {
-                let (_, mut reader) = engine.open_object(&bucket.name, &o.key, None)?;
-                reader
-                    .read_to_end(&mut content)
-                    .map_err(|e| EngineError::InvalidRequest { reason: e.to_string() })?;
-            }
-            observed.objects.push((
-                o.key.to_string(),
-                info.etag.to_string(),
-                info.size_bytes,
-                content,
-            ));
-        }
-    }
-    Ok(observed)
 }
 
 struct Run<'a> {
