@@ -405,8 +405,8 @@ fn kill_9_at_random_moments_loses_no_acknowledged_transition() {
 /// Replaces the model's view of a key the killed transition touched by what recovery kept.
 fn settle(engine: &Engine, model: &mut Model, key: &str) {
     model.uploads.remove(key);
-    if let Ok(page) =
-        engine.list_uploads("bkt", &ListUploads { prefix: key.to_owned(), ..ListUploads::default() })
+    if let Ok(page) = engine
+        .list_uploads("bkt", &ListUploads { prefix: key.to_owned(), ..ListUploads::default() })
     {
         for u in page.uploads.iter().filter(|u| &*u.key == key) {
             let id = u.upload_id.to_string();
