@@ -14,6 +14,22 @@ use tessera_engine::payload::{PayloadOptions, PayloadStore, SegmentId, scan_segm
 use tessera_engine::{Engine, EngineConfig, ListUploads};
 use tessera_wal::{Fs, Lsn, OpenMode, SimFs, Wal, WalOptions};
 
+/// The engine's reference model (`engine/tests/model/`), for `engine_ops`. Only in the fuzz
+/// build: the stable suite replays that target's corpus from `engine/tests/` (the model's own
+/// test binary).
+#[cfg(fuzzing)]
+#[path = "../../engine/tests/model/mod.rs"]
+#[allow(clippy::all, missing_docs, reason = "the engine's test code, linted there")]
+mod model;
+
+/// Operations drawn from the bytes, run against the engine on the simulated file system and
+/// against the reference model, restarts, checkpoints and compactions included: every result,
+/// listing page and byte must agree.
+#[cfg(fuzzing)]
+pub fn engine_ops(data: &[u8]) {
+    model::run_from_bytes(data);
+}
+
 /// A target's body.
 pub type Target = fn(&[u8]);
 

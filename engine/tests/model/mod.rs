@@ -1,6 +1,6 @@
 //! The reference model and the runner that drives an engine and the model side by side (see
-//! `engine_model.rs`), on the real file system or the simulated one (`run_on`), so that other
-//! drivers (a fuzz target) can share it.
+//! `engine_model.rs`), on the real file system or the simulated one (`run_on`). Shared with the
+//! fuzz target `engine_ops` (`fuzz/targets/mod.rs`, `run_from_bytes`).
 
 #![allow(dead_code)]
 
@@ -1947,6 +1947,36 @@ fn run_on(ops: &[Op], sim: Option<tessera_wal::SimFs>) {
 
 fn run(ops: &[Op]) {
     run_on(ops, None);
+}
+
+/// A fuzz target's body: a sequence of operations drawn from `data`, run against the engine on
+/// the simulated file system and the model. The bytes seed proptest's ChaCha RNG (through
+/// SHA-256): the pass-through RNG would let the fuzzer steer each draw, but its forks (every
+/// collection strategy forks) start dry, and a dry stream of zeros makes range sampling loop.
+pub(crate) fn run_from_bytes(data: &[u8]) {
+    use proptest::strategy::ValueTree as _;
+    use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};
+    let seed: [u8; 32] = Sha256::digest(data).into();
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &seed);
+    let mut runner = TestRunner::new_with_rng(ProptestConfig::default(), rng);
+    let Ok(tree) = prop::collection::vec(op(), 1..=40).new_tree(&mut runner) else { return };
+    run_on(&tree.current(), Some(tessera_wal::SimFs::new(0)));
+}
+
+#[test]
+fn operations_drawn_from_bytes_agree_with_the_model_on_the_simulated_file_system() {
+    // The fuzz target's body, on a few inputs (the fuzzer runs it on millions).
+    for n in 0..8u8 {
+        run_from_bytes(&[n; 16]);
+    }
+    // And every input of its corpus (seeds, and inputs it found failures with).
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/engine_ops");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&corpus).unwrap() {
+        run_from_bytes(&std::fs::read(entry.unwrap().path()).unwrap());
+        count += 1;
+    }
+    assert!(count > 0, "the corpus has seeds");
 }
 
 fn cases() -> u32 {
