@@ -15,13 +15,16 @@
     clippy::cast_possible_truncation
 )]
 
+#[path = "shared/steps.rs"]
+mod steps;
+use steps::part;
+
 use std::sync::Arc;
 
 use tessera_engine::journal::{Entry, JournalOptions, Operation, Query};
 use tessera_engine::payload::PayloadOptions;
 use tessera_engine::{
-    CompletePart, Completion, Engine, EngineConfig, EngineError, ManualClock, ObjectMeta,
-    PartUpload, UploadId,
+    Completion, Engine, EngineConfig, EngineError, ManualClock, ObjectMeta, UploadId,
 };
 use tessera_wal::{CrashMode, SimFs, WalOptions};
 
@@ -54,25 +57,6 @@ fn config(clock: &ManualClock) -> EngineConfig {
 
 fn bytes(seed: u64, len: usize) -> Vec<u8> {
     (0..len).map(|i| (seed as usize * 31 + i * 7) as u8).collect()
-}
-
-fn part(
-    engine: &Engine,
-    key: &str,
-    id: &str,
-    number: u32,
-    content: &[u8],
-) -> Result<CompletePart, EngineError> {
-    let request = PartUpload {
-        bucket: "bkt",
-        key,
-        upload_id: id,
-        part_number: number,
-        content_length: Some(content.len() as u64),
-        ..PartUpload::default()
-    };
-    let stored = engine.put_part("alice", &request, &mut &content[..])?;
-    Ok(CompletePart { part_number: number, etag: stored.part.etag.md5, checksum: None })
 }
 
 fn all(engine: &Engine) -> Vec<Entry> {

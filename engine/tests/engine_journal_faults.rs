@@ -13,14 +13,15 @@
     clippy::cast_possible_truncation
 )]
 
+#[path = "shared/steps.rs"]
+mod steps;
+use steps::part;
+
 use std::sync::Arc;
 
 use tessera_engine::journal::{Entry, JournalOptions, Query};
 use tessera_engine::payload::PayloadOptions;
-use tessera_engine::{
-    CompletePart, Completion, Engine, EngineConfig, EngineError, ManualClock, ObjectMeta,
-    PartUpload,
-};
+use tessera_engine::{Completion, Engine, EngineConfig, EngineError, ManualClock, ObjectMeta};
 use tessera_wal::{Fs, StdFs, WalOptions};
 
 const START_MS: u64 = 1_700_000_000_000;
@@ -44,25 +45,6 @@ fn config(clock: &ManualClock) -> EngineConfig {
         journal_staged_bytes_max: 1,
         ..EngineConfig::default()
     }
-}
-
-fn part(
-    engine: &Engine,
-    key: &str,
-    id: &str,
-    number: u32,
-    content: &[u8],
-) -> Result<CompletePart, EngineError> {
-    let request = PartUpload {
-        bucket: "bkt",
-        key,
-        upload_id: id,
-        part_number: number,
-        content_length: Some(content.len() as u64),
-        ..PartUpload::default()
-    };
-    let stored = engine.put_part("alice", &request, &mut &content[..])?;
-    Ok(CompletePart { part_number: number, etag: stored.part.etag.md5, checksum: None })
 }
 
 fn some_uploads(engine: &Engine, prefix: &str, count: u64) {
