@@ -234,10 +234,13 @@ fn open(fs: &SimFs, clock: &ManualClock) -> Result<Engine, EngineError> {
 /// A run without a fault: the observed state after each operation, and each one's outcome.
 struct DryRun {
     states: Vec<Observed>,
-    outcomes: Vec<bool>,
+    /// Each operation's outcome: `Ok`, or the S3 error code it failed with.
+    outcomes: Vec<Result<(), &'static str>>,
     calls: u64,
     writes: u64,
     syncs: u64,
+    /// Reads made by a recovery after the whole workload, and the checks after it.
+    recovery_reads: u64,
 }
 
 fn dry_run(ops: &[Op]) -> DryRun {
@@ -249,24 +252,37 @@ fn dry_run(ops: &[Op]) -> DryRun {
     let mut outcomes = Vec::new();
     let mut runner = Runner { engine: &engine, clock: &clock, uploads: Vec::new() };
     for op in ops {
-        outcomes.push(runner.run(op).is_ok());
+        outcomes.push(runner.run(op).map_err(|e| e.s3_code()));
         states.push(observe(&engine).unwrap());
     }
     drop(engine);
-    DryRun {
-        states,
-        outcomes,
-        calls: fs.io_calls(),
-        writes: fs.write_calls(),
-        syncs: fs.sync_calls(),
-    }
+    let (calls, writes, syncs) = (fs.io_calls(), fs.write_calls(), fs.sync_calls());
+    fs.crash(CrashMode::DropUnsynced);
+    let reads_before = fs.read_calls();
+    let engine = open(&fs, &clock).unwrap();
+    observe(&engine).unwrap();
+    engine.payload_store().verify().unwrap();
+    let recovery_reads = fs.read_calls() - reads_before;
+    DryRun { states, outcomes, calls, writes, syncs, recovery_reads }
 }
 
 #[derive(Clone, Copy, Debug)]
 enum Fault {
-    PowerOff { call: u64, mode: CrashMode },
-    Enospc { write: u64 },
-    Eio { sync: u64 },
+    PowerOff {
+        call: u64,
+        mode: CrashMode,
+    },
+    Enospc {
+        write: u64,
+    },
+    Eio {
+        sync: u64,
+    },
+    /// The whole workload, a crash, and a bit flipped on the medium by a read of recovery or
+    /// of the checks after it (a latent sector error).
+    Rot {
+        read: u64,
+    },
 }
 
 #[derive(Default)]
@@ -275,6 +291,10 @@ struct Tally {
     acknowledged: u64,
     lost: u64,
     corruption_reports: u64,
+    /// Latent sector errors armed, fired (the read happened), and reported.
+    rot_armed: u64,
+    rot_fired: u64,
+    rot_reported: u64,
     first_failure: Option<String>,
 }
 
@@ -289,10 +309,13 @@ fn crash_point(ops: &[Op], dry: &DryRun, fault: Fault, tally: &mut Tally) -> Res
             Fault::PowerOff { call, .. } => fs.power_off_at_call(fs.io_calls() + call),
             Fault::Enospc { write } => fs.enospc_at_write(fs.write_calls() + write),
             Fault::Eio { sync } => fs.eio_at_sync(fs.sync_calls() + sync),
+            Fault::Rot { .. } => {}
         }
         let mut runner = Runner { engine: &engine, clock: &clock, uploads: Vec::new() };
-        for (op, expected_ok) in ops.iter().zip(&dry.outcomes) {
-            if runner.run(op).is_ok() != *expected_ok {
+        // An operation that failed otherwise than in the dry run (an I/O error where the dry
+        // run had a rule's error, say) was in flight: it may have happened or not.
+        for (op, expected) in ops.iter().zip(&dry.outcomes) {
+            if runner.run(op).map_err(|e| e.s3_code()) != *expected {
                 break;
             }
             acknowledged += 1;
@@ -304,25 +327,135 @@ fn crash_point(ops: &[Op], dry: &DryRun, fault: Fault, tally: &mut Tally) -> Res
     };
     fs.crash(mode);
     tally.acknowledged += acknowledged as u64;
-    let engine = open(&fs, &clock).map_err(|e| format!("reopen: {e}"))?;
+    if let Fault::Rot { read } = fault {
+        fs.rot_at_read(fs.read_calls() + read);
+        tally.rot_armed += 1;
+    }
+    let reports_before = tally.corruption_reports;
+    let result = recover_and_check(ops, dry, &fs, &clock, acknowledged, tally);
+    if fs.bits_rotted() > 0 {
+        tally.rot_fired += 1;
+        tally.rot_reported += u64::from(tally.corruption_reports > reports_before);
+    }
+    result
+}
+
+fn recover_and_check(
+    ops: &[Op],
+    dry: &DryRun,
+    fs: &SimFs,
+    clock: &ManualClock,
+    acknowledged: usize,
+    tally: &mut Tally,
+) -> Result<(), String> {
+    // Damage found on the medium must be reported, naming the file; then the checks stop.
+    let rotted = || fs.bits_rotted() > 0;
+    let engine = match open(fs, clock) {
+        Ok(engine) => engine,
+        Err(e) if rotted() => return reported(tally, "reopen", &e.to_string()),
+        Err(e) => return Err(format!("reopen: {e}")),
+    };
     tally.corruption_reports += engine.journal_report().corruptions.len() as u64;
-    let seen = observe(&engine).map_err(|e| format!("observe: {e}"))?;
+    let seen = match observe(&engine) {
+        Ok(seen) => seen,
+        Err(e) if rotted() => return reported(tally, "a read", &e.to_string()),
+        Err(e) => return Err(format!("observe: {e}")),
+    };
     let allowed = &dry.states[acknowledged..(acknowledged + 2).min(dry.states.len())];
     // An expiry is one transition per due upload: a fault may stop it part of the way.
     let partial_expiry = matches!(ops.get(acknowledged), Some(Op::Expire))
         && allowed.len() == 2
         && between(&allowed[0], &seen, &allowed[1]);
     if !allowed.contains(&seen) && !partial_expiry {
-        tally.lost += 1;
-        return Err(format!(
-            "{acknowledged} acknowledged: the state after recovery is neither the acknowledged one nor the next:\n{seen:#?}\nexpected one of\n{allowed:#?}"
-        ));
+        if rotted()
+            && explained_by_reports(&engine, &dry.states[..allowed.len() + acknowledged], &seen)
+        {
+            tally.corruption_reports += 1;
+        } else {
+            tally.lost += 1;
+            let differences: Vec<String> =
+                allowed.iter().map(|state| difference(state, &seen)).collect();
+            let rot = if rotted() { format!("{:?}", engine.open_report()) } else { String::new() };
+            return Err(format!(
+                "{acknowledged} acknowledged: the state after recovery is neither the acknowledged one nor the next; what differs from each: {differences:#?} {rot}"
+            ));
+        }
     }
-    engine.payload_store().verify().map_err(|e| format!("verify: {e}"))?;
+    let verified = engine.payload_store().verify().map_err(|e| format!("verify: {e}"))?;
+    for damage in &verified.corrupt {
+        if !rotted() {
+            return Err(format!("verify found damage no fault made: {damage}"));
+        }
+        reported(tally, "verify", &damage.to_string())?;
+    }
     engine
         .create_upload("alice", "bkt", "after/crash", ObjectMeta::default())
         .map_err(|e| format!("new work: {e}"))?;
     Ok(())
+}
+
+/// What differs between an expected state and the one seen, briefly.
+fn difference(expected: &Observed, seen: &Observed) -> String {
+    let mut out = String::new();
+    if expected.buckets != seen.buckets {
+        out += &format!("buckets {:?} / {:?}; ", expected.buckets, seen.buckets);
+    }
+    for u in expected.uploads.iter().filter(|u| !seen.uploads.contains(u)) {
+        out += &format!("upload missing {u:?}; ");
+    }
+    for u in seen.uploads.iter().filter(|u| !expected.uploads.contains(u)) {
+        out += &format!("upload extra {u:?}; ");
+    }
+    let brief = |o: &Observed| -> Vec<(String, String, u64, u64)> {
+        o.objects
+            .iter()
+            .map(|(k, e, n, bytes)| {
+                let sum =
+                    bytes.iter().fold(0u64, |a, &b| a.wrapping_mul(31).wrapping_add(b.into()));
+                (k.clone(), e.clone(), *n, sum)
+            })
+            .collect()
+    };
+    if brief(expected) != brief(seen) {
+        out += &format!("objects {:?} / {:?}; ", brief(expected), brief(seen));
+    }
+    if expected.history != seen.history {
+        let common = expected.history.iter().zip(&seen.history).take_while(|(a, b)| a == b).count();
+        out += &format!(
+            "history differs from entry {common} of {} / {}: {:?} / {:?}",
+            expected.history.len(),
+            seen.history.len(),
+            expected.history.get(common),
+            seen.history.get(common)
+        );
+    }
+    out
+}
+
+/// Counts a report of damage, which must name the damaged file.
+fn reported(tally: &mut Tally, what: &str, message: &str) -> Result<(), String> {
+    if !message.contains("/data/") {
+        return Err(format!("{what} found a flipped bit but did not name the file: {message}"));
+    }
+    tally.corruption_reports += 1;
+    Ok(())
+}
+
+/// Whether a state that differs from every allowed one is what recovery said it did with a
+/// flipped bit: a log tail cut as torn (a flipped bit in the last batch cannot be told from a
+/// torn write) leaves the state after fewer operations; a damaged journal block loses history
+/// but no state.
+fn explained_by_reports(engine: &Engine, states: &[Observed], seen: &Observed) -> bool {
+    let report = engine.open_report();
+    let log_cut = report.wal.torn_tail.is_some() || !report.wal.skipped_checkpoints.is_empty();
+    let history_damaged = !engine.journal_report().corruptions.is_empty();
+    let without_history = |o: &Observed| Observed { history: Vec::new(), ..o.clone() };
+    let candidates = if log_cut { states } else { &states[states.len() - 1..] };
+    (log_cut || history_damaged)
+        && candidates.iter().any(|state| {
+            without_history(state) == without_history(seen)
+                && (history_damaged || state.history == seen.history)
+        })
 }
 
 /// Whether `seen` lies between `before` and `after` an expiry: some of the uploads it ended are
@@ -357,7 +490,7 @@ fn random_workloads_crashed_at_random_keep_exactly_the_acknowledged_state() {
         let ops = workload(&mut rng);
         let dry = dry_run(&ops);
         for _ in 0..POINTS_PER_WORKLOAD {
-            let fault = match rng.below(6) {
+            let fault = match rng.below(7) {
                 0..=2 => Fault::PowerOff {
                     call: rng.below(dry.calls + 1),
                     mode: CrashMode::DropUnsynced,
@@ -367,7 +500,8 @@ fn random_workloads_crashed_at_random_keep_exactly_the_acknowledged_state() {
                     mode: CrashMode::KeepRandom { seed: rng.next() },
                 },
                 4 => Fault::Enospc { write: rng.below(dry.writes + 1) },
-                _ => Fault::Eio { sync: rng.below(dry.syncs + 1) },
+                5 => Fault::Eio { sync: rng.below(dry.syncs + 1) },
+                _ => Fault::Rot { read: rng.below(dry.recovery_reads) },
             };
             tally.points += 1;
             if let Err(e) = crash_point(&ops, &dry, fault, &mut tally) {
@@ -382,6 +516,13 @@ fn random_workloads_crashed_at_random_keep_exactly_the_acknowledged_state() {
             }
         }
     }
+    println!(
+        "bit flips on read: {} armed, {} fired, {} reported, {} unreported with every check passed",
+        tally.rot_armed,
+        tally.rot_fired,
+        tally.rot_reported,
+        tally.rot_fired - tally.rot_reported
+    );
     println!(
         "crash points: {}, acknowledged: {}, lost: {}, corruption reports: {}",
         tally.points, tally.acknowledged, tally.lost, tally.corruption_reports

@@ -239,6 +239,49 @@ fn a_flipped_bit_in_a_payload_is_caught_on_first_read_and_by_verify() {
     assert!(report.corrupt[0].to_string().contains(&format!("offset {offset}")));
 }
 
+#[test]
+fn damage_after_the_first_read_fails_every_whole_read_and_never_passes_as_data() {
+    let (_, fs) = sim();
+    let h = open(&fs);
+    let mut model = Model::default();
+    let bytes = payload(9, 150_000);
+    let address = h.put(&mut model, &bytes).unwrap();
+    let Location::Segment { segment, offset, .. } = h.store.lookup(&address).unwrap().0 else {
+        panic!()
+    };
+    let path = Path::new("/data/payload").join(format!("{:020}.seg", segment.0));
+    drop(h);
+    let h = open(&fs);
+    assert_eq!(h.read(&address).unwrap(), bytes, "the first read checks and passes");
+    // A latent sector error appears now, under a payload already checked.
+    flip_byte(&fs, &path, offset + 48 + 149_000);
+    let mut served = Vec::new();
+    let err = h.store.reader(&address).unwrap().read_to_end(&mut served).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    let message = err.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains(&format!("offset {offset}")), "{message}");
+    assert!(served.len() < bytes.len(), "the last bytes are held back: {}", served.len());
+    // Read in small pieces, the last piece still fails.
+    let mut reader = h.store.reader(&address).unwrap();
+    let mut buf = [0u8; 4096];
+    let mut total = 0;
+    let failed = loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break false,
+            Ok(n) => total += n,
+            Err(_) => break true,
+        }
+    };
+    assert!(failed && total < bytes.len(), "{total} bytes served");
+    // A range cannot be checked as it is served: once the payload passed its first read it is
+    // trusted (and `verify` finds the damage).
+    let mut part = Vec::new();
+    h.store.reader(&address).unwrap().with_range(0..1000).unwrap().read_to_end(&mut part).unwrap();
+    assert_eq!(part, bytes[..1000]);
+    assert_eq!(h.store.verify().unwrap().corrupt.len(), 1);
+}
+
 fn segment_file_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum()
 }

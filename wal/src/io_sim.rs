@@ -18,6 +18,8 @@
 //!   rest clean without persisting them, as Linux does (PostgreSQL's "fsyncgate"): retrying the
 //!   fsync then reports success and the lost sectors stay lost.
 //! - A failed write (ENOSPC) writes a random prefix of its buffer, then fails.
+//! - A latent sector error ([`SimFs::rot_at_read`]) flips one bit of the bytes a read returns,
+//!   on the medium too: the sector stays damaged for every later read and across crashes.
 //!
 //! Every call of the seam is counted, so a test can cut the power at call N for every N of a
 //! scenario: from that call on, every call fails until [`SimFs::crash`] restarts the machine.
@@ -64,10 +66,14 @@ struct SimState {
     write_calls: u64,
     sync_calls: u64,
     dir_sync_calls: u64,
+    read_calls: u64,
+    /// Bits flipped on the medium by `rot_at_read` so far.
+    bits_rotted: u64,
     power_off_at_call: Option<u64>,
     enospc_at_write: Option<u64>,
     eio_at_sync: Option<u64>,
     eio_at_dir_sync: Option<u64>,
+    rot_at_read: Option<u64>,
     powered_off: bool,
     rng: SplitMix64,
 }
@@ -107,6 +113,7 @@ struct SimFile {
 #[derive(Clone, Copy)]
 enum Call {
     Other,
+    Read,
     Write,
     Sync,
     DirSync,
@@ -166,6 +173,25 @@ impl SimFs {
     /// prefix of the directory's unsynced changes; the rest stay unsynced.
     pub fn eio_at_dir_sync(&self, sync: u64) {
         self.state.lock().eio_at_dir_sync = Some(sync);
+    }
+
+    /// How many reads (`read_exact_at` and `map`) were attempted so far.
+    pub fn read_calls(&self) -> u64 {
+        self.state.lock().read_calls
+    }
+
+    /// Flips one bit, drawn from the seed, of what read number `read` (counting from 0, as
+    /// `read_calls` does) returns, and of the medium under it: a latent sector error found by
+    /// that read, which every later read sees too. A `map` counts as one read of the whole
+    /// file. A read of nothing flips nothing. Unlike the other faults, a crash does not clear
+    /// it, so that it can be armed for a recovery.
+    pub fn rot_at_read(&self, read: u64) {
+        self.state.lock().rot_at_read = Some(read);
+    }
+
+    /// How many bits `rot_at_read` has flipped so far.
+    pub fn bits_rotted(&self) -> u64 {
+        self.state.lock().bits_rotted
     }
 
     /// Whether the power is off (a `power_off_at_call` was reached).
@@ -243,6 +269,7 @@ impl SimState {
         }
         match call {
             Call::Other => {}
+            Call::Read => self.read_calls += 1,
             Call::Write => self.write_calls += 1,
             Call::Sync => self.sync_calls += 1,
             Call::DirSync => self.dir_sync_calls += 1,
@@ -284,6 +311,23 @@ impl Inode {
         if end > start {
             self.unsynced_sectors.extend(start / SECTOR_BYTES..end.div_ceil(SECTOR_BYTES));
         }
+    }
+
+    /// Flips a random bit of `start..end` in the current bytes and, where they reach, the
+    /// durable ones: the medium itself is damaged. Whether a bit was flipped.
+    fn rot(&mut self, rng: &mut SplitMix64, start: usize, end: usize) -> bool {
+        if end <= start {
+            return false;
+        }
+        let bit = rng.below((end - start) as u64 * 8);
+        let index = start + usize::try_from(bit / 8).unwrap_or(0);
+        let mask = 1u8 << (bit % 8);
+        for bytes in [&mut self.current, &mut self.durable] {
+            if let Some(byte) = bytes.get_mut(index) {
+                *byte ^= mask;
+            }
+        }
+        true
     }
 
     /// The file as a crash leaves it: the synced or the current length, and each unsynced
@@ -475,12 +519,21 @@ impl SimFile {
         state.begin(call)?;
         // `begin` counted this call: its index is the count less one.
         let fault = match call {
+            Call::Read => state.rot_at_read == Some(state.read_calls - 1),
             Call::Write => state.enospc_at_write == Some(state.write_calls - 1),
             Call::Sync => state.eio_at_sync == Some(state.sync_calls - 1),
             Call::Other | Call::DirSync => false,
         };
         let inode = state.inodes.get_mut(&self.inode).ok_or_else(|| io::Error::other("gone"))?;
         body(inode, &mut state.rng, fault)
+    }
+
+    fn count_rot(&self, rotted: bool) {
+        if rotted {
+            let mut state = self.state.lock();
+            state.bits_rotted += 1;
+            state.rot_at_read = None;
+        }
     }
 
     fn check_writable(&self) -> io::Result<()> {
@@ -498,15 +551,18 @@ impl FsFile for SimFile {
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.with_inode(Call::Other, |inode, _, _| {
+        let rotted = self.with_inode(Call::Read, |inode, rng, fault| {
             let start = usize::try_from(offset).map_err(|_| eof())?;
-            let source = start
-                .checked_add(buf.len())
-                .and_then(|end| inode.current.get(start..end))
-                .ok_or_else(eof)?;
-            buf.copy_from_slice(source);
-            Ok(())
-        })
+            let end = start.checked_add(buf.len()).filter(|&end| end <= inode.current.len());
+            let end = end.ok_or_else(eof)?;
+            let rotted = fault && inode.rot(rng, start, end);
+            if let Some(source) = inode.current.get(start..end) {
+                buf.copy_from_slice(source);
+            }
+            Ok(rotted)
+        })?;
+        self.count_rot(rotted);
+        Ok(())
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
@@ -574,7 +630,12 @@ impl FsFile for SimFile {
     }
 
     fn map(&self) -> io::Result<Mapping> {
-        self.with_inode(Call::Other, |inode, _, _| Ok(Arc::new(inode.current.clone()) as Mapping))
+        let (mapping, rotted) = self.with_inode(Call::Read, |inode, rng, fault| {
+            let rotted = fault && inode.rot(rng, 0, inode.current.len());
+            Ok((Arc::new(inode.current.clone()) as Mapping, rotted))
+        })?;
+        self.count_rot(rotted);
+        Ok(mapping)
     }
 }
 
@@ -644,6 +705,38 @@ mod tests {
         fs.create_dir_all(Path::new("/d")).unwrap();
         fs.sync_dir(Path::new("/")).unwrap();
         fs
+    }
+
+    #[test]
+    fn rot_flips_one_bit_of_the_armed_read_on_the_medium_and_survives_a_crash() {
+        let fs = setup();
+        let f = file(&fs, "/d/a");
+        let original = vec![0x5Au8; 4096];
+        f.write_all_at(&original, 0).unwrap();
+        f.sync_data().unwrap();
+        fs.sync_dir(Path::new("/d")).unwrap();
+        let differing = |bytes: &[u8], within: &[u8]| -> u32 {
+            bytes.iter().zip(within).map(|(a, b)| (a ^ b).count_ones()).sum()
+        };
+        let reads = fs.read_calls();
+        fs.rot_at_read(reads + 1);
+        let mut buf = vec![0; 100];
+        f.read_exact_at(&mut buf, 1000).unwrap();
+        assert_eq!(buf, original[1000..1100], "read {reads} is not the armed one");
+        assert_eq!(fs.bits_rotted(), 0);
+        f.read_exact_at(&mut buf, 1000).unwrap();
+        assert_eq!(differing(&buf, &original[1000..1100]), 1, "one bit of the armed read");
+        assert_eq!(fs.bits_rotted(), 1);
+        let after = read_all(&fs, "/d/a").unwrap();
+        assert_eq!(differing(&after, &original), 1, "the medium keeps the flip, once");
+        assert_eq!(after[1000..1100], buf[..], "inside the range that was read");
+        fs.crash(CrashMode::DropUnsynced);
+        assert_eq!(read_all(&fs, "/d/a").unwrap(), after, "a crash keeps the damage");
+        assert_eq!(fs.bits_rotted(), 1, "disarmed once fired");
+        fs.rot_at_read(fs.read_calls());
+        let mapped = read_all(&fs, "/d/a").unwrap();
+        assert_eq!(differing(&mapped, &after), 1, "a map is a read of the whole file");
+        assert_eq!(fs.bits_rotted(), 2);
     }
 
     #[test]

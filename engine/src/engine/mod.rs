@@ -88,6 +88,8 @@ pub struct Engine {
     journal: Option<Journal>,
     /// What opening the journal found.
     journal_report: JournalOpenReport,
+    /// What recovery found and did.
+    open_report: OpenReport,
     /// Why the journal cannot be trusted to hold every transition (it failed to open, or an
     /// entry could not be staged): checkpoints are refused, so the log keeps the history.
     journal_fault: Mutex<Option<String>>,
@@ -107,6 +109,20 @@ impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine").field("dir", &self.dir).finish_non_exhaustive()
     }
+}
+
+/// What [`Engine::open`] found and did while recovering (the journal's part is
+/// [`Engine::journal_report`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// The log's: a torn tail cut, checkpoints that failed their checks and were set aside.
+    pub wal: tessera_wal::OpenReport,
+    /// The payload store's: segments removed, tails cut, what is live.
+    pub payload: crate::payload::RecoveryReport,
+    /// The LSN of the checkpoint recovery started from (0: none).
+    pub checkpoint_lsn: u64,
+    /// Records replayed after it.
+    pub replayed: u64,
 }
 
 /// What [`Engine::expire_due`] did.
@@ -413,6 +429,11 @@ impl Engine {
     /// What opening the journal found (damage, a torn tail cut).
     pub fn journal_report(&self) -> &JournalOpenReport {
         &self.journal_report
+    }
+
+    /// What recovery found and did when this engine opened.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.open_report
     }
 
     /// A stream of the transitions committed from now on, in LSN order, each published once it

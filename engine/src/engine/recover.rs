@@ -11,7 +11,7 @@ use tessera_wal::{Fs, Lsn, Wal};
 use tokio::sync::broadcast;
 
 use crate::config::EngineConfig;
-use crate::engine::{Core, Engine, JOURNAL_DIR, PAYLOAD_DIR, WAL_DIR, stage_history};
+use crate::engine::{Core, Engine, JOURNAL_DIR, OpenReport, PAYLOAD_DIR, WAL_DIR, stage_history};
 use crate::error::EngineError;
 use crate::events;
 use crate::lock::DirLock;
@@ -31,6 +31,7 @@ impl Engine {
         config.validate()?;
         let opened = Wal::open(Arc::clone(&fs), dir.join(WAL_DIR), config.wal.clone())?;
         let wal = opened.wal;
+        let wal_report = opened.report;
         let payload =
             PayloadStore::open(Arc::clone(&fs), dir.join(PAYLOAD_DIR), config.payload.clone())?;
         let (mut state, checkpoint_lsn) = match &opened.checkpoint {
@@ -119,6 +120,12 @@ impl Engine {
             events,
             journal,
             journal_report,
+            open_report: OpenReport {
+                wal: wal_report,
+                payload: payload_report,
+                checkpoint_lsn,
+                replayed,
+            },
             journal_fault: Mutex::new(journal_fault),
             journal_flush_backoff_bytes: std::sync::atomic::AtomicUsize::new(0),
             maintenance: Mutex::new(()),

@@ -1,5 +1,7 @@
 //! Reading payloads: `Read + Seek` streams over ranges, checked against their SHA-256 the first
-//! time each payload is read after open.
+//! time each payload is read after open. A reader that serves a whole payload from its start
+//! checks it again as it goes, and holds its last bytes back until the SHA-256 matches: damage
+//! that appears on the medium later (a latent sector error) fails the read, never passes as data.
 
 use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
@@ -22,6 +24,20 @@ pub struct PayloadReader {
     range: Range<u64>,
     /// The next payload offset to serve.
     pos: u64,
+    /// The hash of the bytes served so far, while they are the payload's prefix.
+    check: Option<StreamCheck>,
+}
+
+/// A payload's SHA-256 computed over the bytes as they are served.
+struct StreamCheck {
+    hasher: Sha256,
+    address: ContentAddress,
+}
+
+impl std::fmt::Debug for StreamCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StreamCheck({})", self.address)
+    }
 }
 
 enum Source {
@@ -64,7 +80,7 @@ impl PayloadReader {
     /// A reader over bytes carried inline (in a WAL record).
     pub fn inline(bytes: Arc<[u8]>) -> PayloadReader {
         let len = bytes.len() as u64;
-        PayloadReader { source: Source::Inline(bytes), range: 0..len, pos: 0 }
+        PayloadReader { source: Source::Inline(bytes), range: 0..len, pos: 0, check: None }
     }
 
     /// The payload's bytes this reader serves, from its start.
@@ -86,6 +102,9 @@ impl PayloadReader {
         }
         self.range = range.start..range.end.min(len).max(range.start);
         self.pos = self.range.start;
+        if self.range != (0..len) {
+            self.check = None;
+        }
         Ok(self)
     }
 }
@@ -100,8 +119,25 @@ impl Read for PayloadReader {
         let out = buf.get_mut(..n).unwrap_or(&mut []);
         match &self.source {
             Source::Empty => return Ok(0),
-            Source::Segment { file, data_offset, .. } => {
+            Source::Segment { file, data_offset, path, payload_len, .. } => {
                 file.read_exact_at(out, data_offset + self.pos)?;
+                if let Some(check) = &mut self.check {
+                    check.hasher.update(&*out);
+                    if self.pos + n as u64 == *payload_len {
+                        let computed = ContentAddress(check.hasher.clone().finalize().into());
+                        if computed != check.address {
+                            let error = PayloadError::Corrupt {
+                                path: path.clone(),
+                                offset_bytes: data_offset - ENTRY_HEADER_BYTES,
+                                reason: PayloadCorruption::Sha256Mismatch {
+                                    address: check.address,
+                                    computed,
+                                },
+                            };
+                            return Err(io::Error::new(io::ErrorKind::InvalidData, error));
+                        }
+                    }
+                }
             }
             Source::Inline(bytes) => {
                 let start = usize::try_from(self.pos).unwrap_or(usize::MAX);
@@ -127,7 +163,11 @@ impl Seek for PayloadReader {
         let target = target.ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "seek before the start of the payload")
         })?;
-        self.pos = self.range.start + target.min(len);
+        let pos = self.range.start + target.min(len);
+        if pos != self.pos {
+            self.check = None;
+        }
+        self.pos = pos;
         Ok(self.pos - self.range.start)
     }
 }
@@ -151,7 +191,8 @@ impl PayloadStore {
         address: &ContentAddress,
     ) -> Result<(PayloadReader, bool), PayloadError> {
         if *address == ContentAddress::of_empty() {
-            return Ok((PayloadReader { source: Source::Empty, range: 0..0, pos: 0 }, true));
+            let reader = PayloadReader { source: Source::Empty, range: 0..0, pos: 0, check: None };
+            return Ok((reader, true));
         }
         let (location, verified, file, path) = {
             let state = self.inner.state.lock();
@@ -174,6 +215,7 @@ impl PayloadStore {
             source: Source::Segment { file, path, segment, data_offset, payload_len: len },
             range: 0..len,
             pos: 0,
+            check: Some(StreamCheck { hasher: Sha256::new(), address: *address }),
         };
         Ok((reader, verified))
     }
