@@ -740,6 +740,12 @@ enum Op {
     Checkpoint,
     Compact,
     Restart,
+    /// The power cut between operations, dropping the unsynced state (`None`) or keeping a
+    /// random part of it: everything acknowledged must be there. On the real file system, a
+    /// restart.
+    Crash {
+        keep_seed: Option<u64>,
+    },
 }
 
 /// A key of an object operation: mostly one of the bucket's objects (if it has any).
@@ -929,6 +935,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Checkpoint),
         1 => Just(Op::Compact),
         2 => Just(Op::Restart),
+        2 => proptest::option::of(any::<u64>()).prop_map(|keep_seed| Op::Crash { keep_seed }),
     ]
 }
 
@@ -987,6 +994,19 @@ impl Run {
     fn restart(&mut self) {
         self.engine = None;
         self.engine = Some(open_engine(self.dir.path(), self.sim.as_ref(), &self.clock));
+    }
+
+    /// Cuts the power (the engine dies with every call failing, as a process would), restarts
+    /// the machine keeping what `keep_seed` says of the unsynced state, and recovers.
+    fn crash(&mut self, keep_seed: Option<u64>) {
+        let Some(sim) = self.sim.clone() else { return self.restart() };
+        sim.power_off_at_call(sim.io_calls());
+        self.engine = None;
+        sim.crash(match keep_seed {
+            None => tessera_wal::CrashMode::DropUnsynced,
+            Some(seed) => tessera_wal::CrashMode::KeepRandom { seed },
+        });
+        self.engine = Some(open_engine(self.dir.path(), Some(&sim), &self.clock));
     }
 
     /// The (bucket, key, id text) an upload operation addresses.
@@ -1389,6 +1409,7 @@ impl Run {
                 assert!(report.skipped.is_empty(), "{report:?}");
             }
             Op::Restart => self.restart(),
+            Op::Crash { keep_seed } => self.crash(keep_seed),
         }
     }
 
@@ -1938,7 +1959,7 @@ fn run_on(ops: &[Op], sim: Option<tessera_wal::SimFs>) {
         run.after_step();
         run.audit();
         // Hash every payload again after the operations that move or recover them.
-        run.audit_payloads(matches!(op, Op::Compact | Op::Restart));
+        run.audit_payloads(matches!(op, Op::Compact | Op::Restart | Op::Crash { .. }));
     }
     run.restart();
     run.audit();
@@ -1988,8 +2009,10 @@ fn random_operation_sequences_agree_with_the_model() {
     let config =
         ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() };
     let mut runner = proptest::test_runner::TestRunner::new(config);
-    let result = runner.run(&prop::collection::vec(op(), 1..=60), |ops| {
-        run(&ops);
+    // Half the cases on the simulated file system, where `Op::Crash` cuts the power.
+    let cases = (prop::collection::vec(op(), 1..=60), proptest::option::of(any::<u64>()));
+    let result = runner.run(&cases, |(ops, sim_seed)| {
+        run_on(&ops, sim_seed.map(tessera_wal::SimFs::new));
         Ok::<(), TestCaseError>(())
     });
     if std::env::var_os("TESSERA_MODEL_STATS").is_some() {
