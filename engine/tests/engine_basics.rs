@@ -302,6 +302,13 @@ fn buckets_lifecycle_and_expiry() {
     ));
     e.delete_bucket("alice", "bk1").unwrap();
     assert!(e.list_buckets().is_empty());
+    e.checkpoint().unwrap();
+    let stats = e.stats();
+    assert_eq!((stats.expired_uploads, stats.checkpoints), (1, 1));
+    // Six transitions, each its own batch (one writer): one fdatasync each.
+    assert_eq!((stats.wal.records, stats.wal.batches), (6, 6), "{stats:?}");
+    assert_eq!(stats.wal.batch_records_histogram[1], 6, "batches of one record");
+    assert_eq!(stats.wal.sync_us_histogram.iter().sum::<u64>(), 6);
 }
 
 #[test]

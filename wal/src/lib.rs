@@ -54,5 +54,5 @@ pub use crate::recovery::{OpenReport, TornTail};
 pub use crate::repair::{BROKEN_SUFFIX, RepairCut, RepairReport, repair};
 pub use crate::replay::{Record, Replay};
 pub use crate::segment::{FORMAT_VERSION, SEGMENT_HEADER_BYTES};
-pub use crate::stats::WalStats;
+pub use crate::stats::{HISTOGRAM_BUCKETS, WalStats, histogram_bucket_bound};
 pub use crate::wal::{HookError, Opened, SealedSegment, Wal};

@@ -102,6 +102,8 @@ pub struct Engine {
     checkpoint_backoff_bytes: AtomicU64,
     wal_bytes_total: AtomicU64,
     checkpoint_lsn: AtomicU64,
+    checkpoints: AtomicU64,
+    expired_uploads: AtomicU64,
     _lock: Option<DirLock>,
 }
 
@@ -178,6 +180,12 @@ pub struct Stats {
     pub checkpoint_lsn: u64,
     /// The last LSN applied.
     pub applied_lsn: u64,
+    /// Checkpoints written since the engine opened.
+    pub checkpoints: u64,
+    /// Uploads expired since the engine opened (by `expire_due`).
+    pub expired_uploads: u64,
+    /// The log's batches: group commit and its fdatasyncs.
+    pub wal: tessera_wal::WalStats,
 }
 
 impl Engine {
@@ -488,6 +496,7 @@ impl Engine {
             return Err(e.into());
         }
         self.checkpoint_lsn.store(lsn, Ordering::Release);
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
         self.wal.retire_segments(|_| Ok(()))?;
         if let Some(journal) = &self.journal
             && let Err(e) = journal.apply_retention(self.now_ms())
@@ -574,6 +583,7 @@ impl Engine {
             };
             match self.commit(transition, None) {
                 Ok(Outcome::Aborted { bytes, .. }) => {
+                    self.expired_uploads.fetch_add(1, Ordering::Relaxed);
                     report.uploads += 1;
                     report.bytes_freed += bytes;
                 }
@@ -602,6 +612,9 @@ impl Engine {
             wal_bytes_since_checkpoint: self.wal_bytes_since_checkpoint.load(Ordering::Relaxed),
             checkpoint_lsn: self.checkpoint_lsn.load(Ordering::Relaxed),
             applied_lsn: state.applied_lsn,
+            checkpoints: self.checkpoints.load(Ordering::Relaxed),
+            expired_uploads: self.expired_uploads.load(Ordering::Relaxed),
+            wal: self.wal.stats(),
         }
     }
 

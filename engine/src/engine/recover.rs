@@ -133,6 +133,8 @@ impl Engine {
             checkpoint_backoff_bytes: AtomicU64::new(0),
             wal_bytes_total: AtomicU64::new(0),
             checkpoint_lsn: AtomicU64::new(checkpoint_lsn),
+            checkpoints: AtomicU64::new(0),
+            expired_uploads: AtomicU64::new(0),
             _lock: lock,
         })
     }
