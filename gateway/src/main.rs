@@ -1,0 +1,11 @@
+//! `tessera`: the S3 gateway and operator CLI.
+
+use clap::Parser;
+use tessera_gateway::cli::{Cli, Command};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => tessera_gateway::serve::run(args),
+    }
+}

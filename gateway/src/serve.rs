@@ -1,0 +1,168 @@
+//! `tessera serve`: opens the engine, listens, serves S3 until SIGINT or SIGTERM, then stops
+//! accepting, lets requests in flight finish, checkpoints and closes the engine.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+use tessera_engine::{AsyncEngine, Engine, EngineConfig};
+use tokio::net::TcpListener;
+
+use crate::cli::ServeArgs;
+use crate::keys::{self, KeyPair, KeySource};
+use crate::s3::Gateway;
+
+/// How long shutdown waits for requests in flight before it closes the engine anyway.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bounds of the expiry task's interval (a tenth of a lifecycle day, within these).
+const EXPIRY_INTERVAL_MIN: Duration = Duration::from_millis(100);
+const EXPIRY_INTERVAL_MAX: Duration = Duration::from_secs(60);
+
+/// Runs the server until a shutdown signal.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(serve(args))
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logs go to stderr: stdout carries the lines scripts read (keys, listening address).
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// The engine's configuration for these flags.
+pub fn engine_config(args: &ServeArgs) -> EngineConfig {
+    EngineConfig {
+        min_part_bytes: args.min_part_size,
+        day_ms: args.lifecycle_day_seconds.saturating_mul(1000),
+        ..EngineConfig::default()
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("creating the data directory {}", args.data.display()))?;
+    let config = engine_config(&args);
+    let day_ms = config.day_ms;
+    let dir = args.data.clone();
+    let engine = tokio::task::spawn_blocking(move || Engine::open(dir, config))
+        .await
+        .context("opening the engine")?
+        .with_context(|| format!("opening the data directory {}", args.data.display()))?;
+    let engine = AsyncEngine::new(Arc::new(engine));
+
+    let configured = match (&args.access_key, &args.secret_key) {
+        (Some(access_key), Some(secret_key)) => {
+            Some(KeyPair { access_key: access_key.clone(), secret_key: secret_key.clone() })
+        }
+        _ => None,
+    };
+    let (pair, source) = keys::load_or_generate(&args.data, configured)?;
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let local = listener.local_addr().context("reading the bound address")?;
+
+    let mut builder = S3ServiceBuilder::new(Gateway::new(
+        engine.clone(),
+        Duration::from_millis(args.complete_keep_alive_ms),
+    ));
+    builder.set_auth(SimpleAuth::from_single(pair.access_key.clone(), pair.secret_key.clone()));
+    let service = builder.build();
+
+    let expiry_interval =
+        Duration::from_millis(day_ms / 10).clamp(EXPIRY_INTERVAL_MIN, EXPIRY_INTERVAL_MAX);
+    let expiry = engine.start_expiry(expiry_interval);
+
+    // These lines are the interface scripts and tests read: keep their shape.
+    println!("data directory: {}", args.data.display());
+    println!("access key: {}", pair.access_key);
+    match source {
+        KeySource::Configured => println!("secret key: (as configured)"),
+        KeySource::Stored | KeySource::Generated => {
+            println!("secret key: {}", pair.secret_key);
+            println!("keys file: {}", keys::keys_path(&args.data).display());
+        }
+    }
+    println!("listening on http://{local}");
+    tracing::info!(address = %local, data = %args.data.display(), "serving S3");
+
+    let http = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (socket, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let connection = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            signal = &mut shutdown => {
+                tracing::info!(signal, "shutting down: no new connections");
+                break;
+            }
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("requests in flight finished"),
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => {
+            tracing::warn!(timeout = ?DRAIN_TIMEOUT, "requests still in flight; closing anyway");
+        }
+    }
+    drop(service);
+    if let Err(e) = expiry.shutdown().await {
+        tracing::warn!(error = %e, "expiry task ended with an error");
+    }
+    match engine.call(|e| e.checkpoint()).await {
+        Ok(Some(report)) => tracing::info!(lsn = report.lsn, "checkpoint at shutdown"),
+        Ok(None) => tracing::info!("nothing to checkpoint at shutdown"),
+        Err(e) => {
+            tracing::warn!(error = %e, "checkpoint at shutdown failed; the log keeps everything")
+        }
+    }
+    drop(engine);
+    println!("stopped");
+    Ok(())
+}
+
+/// Resolves with the signal's name at the first SIGINT or SIGTERM.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot listen for SIGTERM/SIGINT; stop the server with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
