@@ -472,10 +472,11 @@ fn copies_share_payloads_and_reads_by_part() {
         .unwrap_err();
     assert_eq!(err.s3_code(), "InvalidRange");
     // Reading one part.
-    let (info, part, mut reader) = e.open_object_part("bk1", "dst", 2).unwrap();
-    assert_eq!(info.parts_count, Some(2));
-    assert_eq!(part.size_bytes, 100);
+    let opened = e.open_object_part("bk1", "dst", 2).unwrap();
+    assert_eq!(opened.object.parts_count, Some(2));
+    assert_eq!(opened.part.size_bytes, 100);
     let mut bytes = Vec::new();
+    let mut reader = opened.reader;
     reader.read_to_end(&mut bytes).unwrap();
     assert_eq!(bytes, b);
     assert!(matches!(e.open_object_part("bk1", "dst", 3), Err(EngineError::InvalidPart { .. })));

@@ -515,8 +515,11 @@ async fn list_uploads_with_prefix_delimiter_and_pages() {
         key_marker = page.next_key_marker().map(str::to_owned);
         id_marker = page.next_upload_id_marker().map(str::to_owned);
     }
-    let expected: Vec<(String, String)> =
+    // Ids begin with the initiation time (big-endian ms): sorting by (key, id) is key then
+    // time order, uploads of one millisecond in id order.
+    let mut expected: Vec<(String, String)> =
         ids.iter().map(|(k, id)| ((*k).to_owned(), id.clone())).collect();
+    expected.sort();
     assert_eq!(seen, expected);
 }
 

@@ -36,7 +36,7 @@ use crate::{events, history, snapshot};
 use tessera_journal::{Journal, JournalOpenReport};
 
 pub use self::objects::ObjectPut;
-pub use self::read::ObjectReader;
+pub use self::read::{ObjectReader, OpenedPart};
 pub use self::uploads::{Aborted, Completion, PartCopy, PartStored, PartUpload};
 
 /// The log's subdirectory.

@@ -17,6 +17,19 @@ pub struct ObjectReader {
     len: u64,
 }
 
+/// One part of an object, opened for reading ([`Engine::open_object_part`]).
+#[derive(Debug)]
+pub struct OpenedPart {
+    /// The object.
+    pub object: ObjectInfo,
+    /// The part.
+    pub part: PartInfo,
+    /// Where the part starts in the object.
+    pub offset_bytes: u64,
+    /// Its bytes.
+    pub reader: ObjectReader,
+}
+
 impl ObjectReader {
     /// Bytes this reader yields in all.
     pub fn len(&self) -> u64 {
@@ -123,26 +136,27 @@ impl Engine {
         Ok((info, self.finish_reader(pieces, len)?))
     }
 
-    /// Opens one part of an object (GetObject with `partNumber`): `part_number` counts the
-    /// object's parts from 1. An object written by a single PUT has one part. Beyond the part
-    /// count is InvalidPart.
+    /// Opens one part of an object (GetObject with `partNumber`): the part uploaded with that
+    /// number (an object written by a single PUT has part 1), whose number may skip as the
+    /// upload's did. A number the object has no part for is InvalidPart.
     pub fn open_object_part(
         &self,
         bucket: &str,
         key: &str,
         part_number: u32,
-    ) -> Result<(ObjectInfo, PartInfo, ObjectReader), EngineError> {
-        let (info, part, pieces) = {
+    ) -> Result<OpenedPart, EngineError> {
+        let (object, part, offset_bytes, pieces) = {
             let core = self.core.read();
             let object = core.state.object(bucket, key)?;
-            let index = usize::try_from(part_number.saturating_sub(1)).unwrap_or(usize::MAX);
-            let part = object.parts.get(index).filter(|_| part_number >= 1).ok_or(
-                EngineError::InvalidPart { part_number, reason: "beyond the object's part count" },
-            )?;
+            let (part, offset_bytes) =
+                object.part_with_offset(part_number).ok_or(EngineError::InvalidPart {
+                    part_number,
+                    reason: "the object has no such part",
+                })?;
             let piece = self.open_piece(&part.data, 0..part.size_bytes)?;
-            (object.info(bucket, key), part.info(), vec![piece])
+            (object.info(bucket, key), part.info(), offset_bytes, vec![piece])
         };
-        let len = part.size_bytes;
-        Ok((info, part, self.finish_reader(pieces, len)?))
+        let reader = self.finish_reader(pieces, part.size_bytes)?;
+        Ok(OpenedPart { object, part, offset_bytes, reader })
     }
 }

@@ -185,6 +185,13 @@ pub struct Object {
 }
 
 impl Object {
+    /// Its part with this number, and where that part starts in the object.
+    pub fn part_with_offset(&self, number: u32) -> Option<(&Part, u64)> {
+        let index = self.parts.iter().position(|p| u32::from(p.number) == number)?;
+        let before = self.parts.get(..index)?;
+        Some((self.parts.get(index)?, before.iter().map(|p| p.size_bytes).sum()))
+    }
+
     /// As the API shows it.
     pub fn info(&self, bucket: &str, key: &str) -> ObjectInfo {
         ObjectInfo {

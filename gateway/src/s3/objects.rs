@@ -172,15 +172,19 @@ fn served(
     }
 }
 
-/// Part `n` (counted from 1 in the object's order) of the object's part table, with its offset.
+/// The part numbered `n` (as uploaded; numbers may skip) of the object's part table, with its
+/// offset in the object.
 fn part_at(parts: &[PartInfo], n: u32) -> Result<PartAt, EngineError> {
-    let index = usize::try_from(n.saturating_sub(1)).unwrap_or(usize::MAX);
-    let part = parts.get(index).filter(|_| n >= 1).cloned().ok_or(EngineError::InvalidPart {
+    let index = parts.iter().position(|p| p.part_number == n).ok_or(EngineError::InvalidPart {
         part_number: n,
-        reason: "beyond the object's part count",
+        reason: "the object has no such part",
     })?;
-    let offset = parts.iter().take(index).map(|p| p.size_bytes).sum();
-    Ok(PartAt { part, offset })
+    let before = parts.get(..index).unwrap_or_default();
+    let part = parts.get(index).cloned().ok_or(EngineError::InvalidPart {
+        part_number: n,
+        reason: "the object has no such part",
+    })?;
+    Ok(PartAt { part, offset: before.iter().map(|p| p.size_bytes).sum() })
 }
 
 /// An object opened for a GET: what it is, which part (if one), and its bytes.
@@ -206,14 +210,9 @@ fn open(
             Ok(Opened { object, part: None, reader })
         }
         Selection::Part(n) => {
-            let (object, part, reader) = engine.open_object_part(bucket, key, n)?;
-            // The part table is read apart from the open: if the object was replaced between
-            // the two, the offset would be another object's; such a read fails instead.
-            let at = part_at(&engine.object_parts(bucket, key)?, n)?;
-            if at.part != part {
-                return Err(EngineError::SourceChanged);
-            }
-            Ok(Opened { object, part: Some(at), reader })
+            let opened = engine.open_object_part(bucket, key, n)?;
+            let at = PartAt { part: opened.part, offset: opened.offset_bytes };
+            Ok(Opened { object: opened.object, part: Some(at), reader: opened.reader })
         }
     }
 }
