@@ -390,6 +390,9 @@ fn kill_9_at_random_moments_loses_no_acknowledged_transition() {
             settle(&engine, &mut model, &key);
         }
         drop(engine);
+        if (cycle + 1) % 100 == 0 {
+            eprintln!("{} kill cycles, {lost} lost so far", cycle + 1);
+        }
     }
     println!(
         "kills: {kills}, acknowledged: {}, lost: {lost}, recoveries: {recoveries}",

@@ -35,7 +35,7 @@ pub use crate::engine::{
 };
 pub use crate::error::EngineError;
 pub use crate::events::{Event, EventKind, Subscription, SubscriptionError};
-pub use crate::lock::LOCK_FILE_NAME;
+pub use crate::lock::{DirLock, LOCK_FILE_NAME};
 pub use crate::model::{
     AbortReason, BucketInfo, ChecksumSpec, ChecksumType, Etag, ObjectChecksum, ObjectInfo,
     ObjectMeta, PartInfo, UploadId, UploadInfo,

@@ -28,6 +28,10 @@ pub struct Cli {
 pub enum Command {
     /// Serve the S3 API over HTTP on a data directory.
     Serve(ServeArgs),
+    /// The offline commands (inspect, verify, uploads, journal, gc, compact, checkpoint,
+    /// repair): each refuses to run while a server holds the directory.
+    #[command(flatten)]
+    Ops(crate::ops::OpsCommand),
 }
 
 /// `tessera serve`.

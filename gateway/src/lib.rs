@@ -6,5 +6,6 @@
 
 pub mod cli;
 pub mod keys;
+pub mod ops;
 pub mod s3;
 pub mod serve;

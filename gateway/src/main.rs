@@ -7,5 +7,6 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => tessera_gateway::serve::run(args),
+        Command::Ops(command) => tessera_gateway::ops::run(command),
     }
 }

@@ -43,9 +43,15 @@ fn init_tracing() {
 
 /// The engine's configuration for these flags.
 pub fn engine_config(args: &ServeArgs) -> EngineConfig {
+    engine_config_with(args.min_part_size, args.lifecycle_day_seconds)
+}
+
+/// The engine's configuration for a minimum part size and a lifecycle "day" (the offline
+/// commands pass serve's defaults).
+pub fn engine_config_with(min_part_bytes: u64, lifecycle_day_seconds: u64) -> EngineConfig {
     EngineConfig {
-        min_part_bytes: args.min_part_size,
-        day_ms: args.lifecycle_day_seconds.saturating_mul(1000),
+        min_part_bytes,
+        day_ms: lifecycle_day_seconds.saturating_mul(1000),
         ..EngineConfig::default()
     }
 }

@@ -138,6 +138,22 @@ pub(crate) fn load_newest(
     Ok((None, skipped))
 }
 
+/// Checks the checkpoint file for `lsn` in `dir` as open checks it, reading only (nothing is
+/// set aside): `Ok(Ok(file_bytes))` if it checks out, `Ok(Err(..))` with where and why it does
+/// not; the outer error is I/O. Open checks only the newest checkpoint that checks out; this is
+/// for an operator's verification of every checkpoint kept.
+pub fn check_checkpoint(
+    fs: &dyn Fs,
+    dir: &Path,
+    lsn: Lsn,
+) -> Result<Result<u64, SkippedCheckpoint>, WalError> {
+    let path = dir.join(checkpoint_name(lsn));
+    Ok(match load(fs, &path, lsn)? {
+        Ok(checkpoint) => Ok((CHECKPOINT_HEADER_BYTES + checkpoint.blob.as_slice().len()) as u64),
+        Err((offset_bytes, reason)) => Err(SkippedCheckpoint { path, offset_bytes, reason }),
+    })
+}
+
 type Checked = Result<Checkpoint, (u64, Corruption)>;
 
 /// Reads and checks one checkpoint file: the outer error is I/O, the inner one damage.
@@ -278,6 +294,19 @@ mod tests {
             file.set_len(len as u64).unwrap();
             assert!(load(&fs, &path, Lsn(3)).unwrap().is_err(), "length {len}");
         }
+    }
+
+    #[test]
+    fn check_checkpoint_reports_damage_with_offset_and_changes_nothing() {
+        let (fs, dir) = setup();
+        write_ok(&fs, &dir, 5, b"older");
+        assert_eq!(check_checkpoint(&fs, &dir, Lsn(5)).unwrap().unwrap(), 45);
+        let path = dir.join(checkpoint_name(Lsn(5)));
+        fs.open(&path, OpenMode::ReadWrite).unwrap().write_all_at(b"X", 41).unwrap();
+        let damage = check_checkpoint(&fs, &dir, Lsn(5)).unwrap().unwrap_err();
+        assert_eq!((damage.path, damage.offset_bytes), (path, 40));
+        assert!(matches!(damage.reason, Corruption::BlobCrc { .. }));
+        assert_eq!(fs.list(&dir).unwrap(), vec![checkpoint_name(Lsn(5))], "nothing set aside");
     }
 
     #[test]

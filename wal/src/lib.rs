@@ -40,7 +40,9 @@ mod writer;
 
 pub use crate::bytes::SharedBytes;
 pub use crate::catalog::SegmentInfo;
-pub use crate::checkpoint::{CHECKPOINT_HEADER_BYTES, Checkpoint, SkippedCheckpoint};
+pub use crate::checkpoint::{
+    CHECKPOINT_HEADER_BYTES, Checkpoint, SkippedCheckpoint, check_checkpoint,
+};
 pub use crate::error::{Corruption, PoisonCause, WalError};
 pub use crate::frame::{FRAME_HEADER_BYTES, frame_bytes};
 pub use crate::group_commit::OnDurable;

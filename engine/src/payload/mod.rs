@@ -50,7 +50,9 @@ pub use self::compact::{CompactReport, HookError, Move};
 pub(crate) use self::digest::Digester;
 pub use self::digest::{Checksum, ChecksumAlgorithm, Digests, Expected};
 pub use self::error::{PayloadCorruption, PayloadError};
-pub use self::format::{ENTRY_HEADER_BYTES, PAYLOAD_SEGMENT_HEADER_BYTES};
+pub use self::format::{
+    ENTRY_HEADER_BYTES, PAYLOAD_SEGMENT_HEADER_BYTES, parse_segment_name, segment_name,
+};
 pub(crate) use self::ingest::check_expected;
 pub use self::ingest::{IngestWriter, Pending, Receipt};
 pub use self::read::{PayloadReader, VerifyReport};
