@@ -50,6 +50,9 @@ pub struct ServeArgs {
     /// The secret key clients sign with.
     #[arg(long, env = "TESSERA_SECRET_KEY", hide_env_values = true, requires = "access_key")]
     pub secret_key: Option<String>,
+    /// The admin listener's address (/metrics, /healthz, /events), or `off`.
+    #[arg(long, env = "TESSERA_ADMIN_LISTEN", default_value = crate::admin::ADMIN_LISTEN_DEFAULT)]
+    pub admin_listen: crate::admin::AdminListen,
     /// The minimum size in bytes of every part but the last at completion (EntityTooSmall).
     #[arg(long, default_value_t = MIN_PART_BYTES_DEFAULT)]
     pub min_part_size: u64,

@@ -4,6 +4,7 @@
 //! calls and engine errors into S3 errors. Bucket names and keys are data handed to the
 //! engine, never file paths.
 
+pub mod admin;
 pub mod cli;
 pub mod keys;
 pub mod ops;

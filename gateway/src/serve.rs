@@ -13,6 +13,7 @@ use s3s::service::S3ServiceBuilder;
 use tessera_engine::{AsyncEngine, Engine, EngineConfig};
 use tokio::net::TcpListener;
 
+use crate::admin::{AdminServer, Metered, RecordOperation, RequestMetrics};
 use crate::cli::ServeArgs;
 use crate::keys::{self, KeyPair, KeySource};
 use crate::s3::Gateway;
@@ -86,12 +87,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Duration::from_millis(args.complete_keep_alive_ms),
     ));
     builder.set_auth(SimpleAuth::from_single(pair.access_key.clone(), pair.secret_key.clone()));
-    let service = builder.build();
+    // The access check names each request's operation for the request metrics.
+    builder.set_access(RecordOperation);
+    let metrics = Arc::new(RequestMetrics::new());
+    let service = Metered::new(builder.build(), Arc::clone(&metrics));
+    let admin = AdminServer::start(args.admin_listen, engine.clone(), metrics).await?;
 
     let expiry_interval =
         Duration::from_millis(day_ms / 10).clamp(EXPIRY_INTERVAL_MIN, EXPIRY_INTERVAL_MAX);
     let expiry = engine.start_expiry(expiry_interval);
 
+    // Handlers first: a signal right after the address is printed must stop the server
+    // gracefully, not kill it by the default action.
+    let shutdown = shutdown_signal();
     // These lines are the interface scripts and tests read: keep their shape.
     println!("data directory: {}", args.data.display());
     println!("access key: {}", pair.access_key);
@@ -102,12 +110,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             println!("keys file: {}", keys::keys_path(&args.data).display());
         }
     }
+    // Before the S3 address: whoever waits for that line can use both.
+    if let Some(admin) = &admin {
+        println!("admin listening on http://{}", admin.local_addr());
+    }
     println!("listening on http://{local}");
     tracing::info!(address = %local, data = %args.data.display(), "serving S3");
 
     let http = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
-    let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -136,6 +147,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     drop(listener);
+    let admin_stopped = admin.map(AdminServer::shutdown);
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("requests in flight finished"),
         () = tokio::time::sleep(DRAIN_TIMEOUT) => {
@@ -143,6 +155,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     drop(service);
+    if let Some(stopped) = admin_stopped
+        && let Err(e) = stopped.await
+    {
+        tracing::warn!(error = %e, "the admin listener ended with an error");
+    }
     if let Err(e) = expiry.shutdown().await {
         tracing::warn!(error = %e, "expiry task ended with an error");
     }
@@ -158,17 +175,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves with the signal's name at the first SIGINT or SIGTERM.
-async fn shutdown_signal() -> &'static str {
+/// Resolves with the signal's name at the first SIGINT or SIGTERM. The handlers are installed
+/// by this call, not when the future is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = &'static str> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        tracing::error!("cannot listen for SIGTERM/SIGINT; stop the server with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    let handlers = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot listen for SIGTERM/SIGINT; stop the server with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     }
 }

@@ -67,12 +67,15 @@ impl Server {
             .arg(data)
             .arg("--listen")
             .arg("127.0.0.1:0")
+            .arg("--admin-listen")
+            .arg("127.0.0.1:0")
             .arg("--min-part-size")
             .arg(options.min_part_size.to_string())
             .env_remove("TESSERA_ACCESS_KEY")
             .env_remove("TESSERA_SECRET_KEY")
             .env_remove("TESSERA_DATA")
             .env_remove("TESSERA_LISTEN")
+            .env_remove("TESSERA_ADMIN_LISTEN")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -147,6 +150,15 @@ impl Server {
             .http_client(aws_smithy_http_client::Builder::new().build_http())
             .build();
         Client::from_conf(config)
+    }
+
+    /// The admin listener's address (host:port), from the line printed before the S3 one.
+    pub fn admin_addr(&self) -> String {
+        self.banner
+            .iter()
+            .find_map(|l| l.strip_prefix("admin listening on http://"))
+            .expect("the server printed its admin address")
+            .to_owned()
     }
 
     /// Sends raw bytes and returns the response's status code and text.
