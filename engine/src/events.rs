@@ -17,8 +17,10 @@ pub enum EventKind {
     SetLifecycle,
     /// An upload was created.
     CreateUpload,
-    /// A part was stored (uploaded or copied).
+    /// A part was uploaded.
     PutPart,
+    /// A part was copied from an object (UploadPartCopy).
+    CopyPart,
     /// An upload was completed.
     Complete,
     /// An upload ended: aborted by a client, or expired.
@@ -160,9 +162,11 @@ pub(crate) fn event(
         Op::DeleteBucket { .. } => (EventKind::DeleteBucket, None, None),
         Op::SetLifecycle { .. } => (EventKind::SetLifecycle, None, None),
         Op::CreateUpload { upload_id, .. } => (EventKind::CreateUpload, Some(*upload_id), None),
-        Op::PutPart { upload_id, part_number, .. }
-        | Op::CopyPart { upload_id, part_number, .. } => {
+        Op::PutPart { upload_id, part_number, .. } => {
             (EventKind::PutPart, Some(*upload_id), Some(*part_number))
+        }
+        Op::CopyPart { upload_id, part_number, .. } => {
+            (EventKind::CopyPart, Some(*upload_id), Some(*part_number))
         }
         Op::Complete { upload_id, .. } => (EventKind::Complete, Some(*upload_id), None),
         Op::Abort { upload_id, reason, .. } => (EventKind::Abort(*reason), Some(*upload_id), None),

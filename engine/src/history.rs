@@ -4,18 +4,17 @@ use tessera_journal::{Entry, JournalEtag, Operation};
 
 use crate::events::{Event, EventKind};
 use crate::model::AbortReason;
-use crate::record::{Op, Transition};
 
 /// The journal entry of an applied transition, or `None` for the engine's own bookkeeping
 /// (compaction's moves change no state and are not history).
-pub(crate) fn entry(event: Event, transition: &Transition) -> Option<Entry> {
+pub(crate) fn entry(event: Event) -> Option<Entry> {
     let op = match event.kind {
         EventKind::CreateBucket => Operation::CreateBucket,
         EventKind::DeleteBucket => Operation::DeleteBucket,
         EventKind::SetLifecycle => Operation::SetLifecycle,
         EventKind::CreateUpload => Operation::CreateUpload,
-        EventKind::PutPart if matches!(transition.op, Op::CopyPart { .. }) => Operation::CopyPart,
         EventKind::PutPart => Operation::PutPart,
+        EventKind::CopyPart => Operation::CopyPart,
         EventKind::Complete => Operation::Complete,
         EventKind::Abort(AbortReason::Aborted) => Operation::Abort,
         EventKind::Abort(AbortReason::Expired) => Operation::Expire,

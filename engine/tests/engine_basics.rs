@@ -501,12 +501,33 @@ fn subscribers_see_durable_transitions_in_order() {
     e.create_bucket("alice", "bk1").unwrap();
     let upload = e.create_upload("alice", "bk1", "k", ObjectMeta::default()).unwrap();
     e.abort_upload("bob", "bk1", "k", &upload.upload_id.to_string(), None).unwrap();
-    let kinds: Vec<_> = (0..3).map(|_| events.try_recv().unwrap().unwrap()).collect();
+    // A copied part is its own kind of event, as it is its own operation in the journal.
+    let put =
+        ObjectPut { bucket: "bk1", key: "src", content_length: Some(3), ..ObjectPut::default() };
+    e.put_object("alice", &put, &mut &b"abc"[..]).unwrap();
+    let copying = e.create_upload("alice", "bk1", "c", ObjectMeta::default()).unwrap();
+    let id = copying.upload_id.to_string();
+    let copy = PartCopy {
+        bucket: "bk1",
+        key: "c",
+        upload_id: &id,
+        part_number: 1,
+        source_bucket: "bk1",
+        source_key: "src",
+        ..PartCopy::default()
+    };
+    e.copy_part("alice", &copy).unwrap();
+    let kinds: Vec<_> = (0..6).map(|_| events.try_recv().unwrap().unwrap()).collect();
     assert_eq!(kinds[0].kind, tessera_engine::EventKind::CreateBucket);
     assert_eq!(kinds[1].upload_id, Some(upload.upload_id));
     assert_eq!(kinds[2].actor, "bob");
     assert_eq!(kinds[2].key.as_deref(), Some("k"));
+    assert_eq!(kinds[5].kind, tessera_engine::EventKind::CopyPart);
+    assert_eq!(kinds[5].part_number, Some(1));
     assert!(kinds.windows(2).all(|w| w[0].lsn < w[1].lsn));
+    let history = e.journal().unwrap().query(&tessera_engine::journal::Query::default());
+    let last = history.entries.last().unwrap();
+    assert_eq!((last.op, last.lsn), (tessera_engine::journal::Operation::CopyPart, kinds[5].lsn));
 }
 
 #[test]

@@ -381,12 +381,12 @@ impl Engine {
         let event = events::event(lsn, transition, subject, result);
         let staged = if listened {
             let event = Arc::new(event);
-            let staged = stage_history(self.journal.as_ref(), Event::clone(&event), transition);
+            let staged = stage_history(self.journal.as_ref(), Event::clone(&event));
             // No receiver is not an error: events are for whoever listens.
             let _ = self.events.send(event);
             staged
         } else {
-            stage_history(self.journal.as_ref(), event, transition)
+            stage_history(self.journal.as_ref(), event)
         };
         if let Err(fault) = staged {
             self.journal_fault.lock().get_or_insert(fault);
@@ -627,12 +627,8 @@ impl Engine {
 
 /// Stages an applied transition's journal entry, if it has one; an entry that cannot be
 /// staged is the journal's fault (returned).
-pub(crate) fn stage_history(
-    journal: Option<&Journal>,
-    event: Event,
-    transition: &Transition,
-) -> Result<(), String> {
-    let (Some(journal), Some(entry)) = (journal, history::entry(event, transition)) else {
+pub(crate) fn stage_history(journal: Option<&Journal>, event: Event) -> Result<(), String> {
+    let (Some(journal), Some(entry)) = (journal, history::entry(event)) else {
         return Ok(());
     };
     journal.stage(entry).map_err(|e| {

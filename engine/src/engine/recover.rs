@@ -93,7 +93,7 @@ impl Engine {
             };
             if let Some(subject) = subject {
                 let event = events::event(lsn, &transition, subject, &result);
-                if let Err(fault) = stage_history(journal.as_ref(), event, &transition) {
+                if let Err(fault) = stage_history(journal.as_ref(), event) {
                     journal_fault.get_or_insert(fault);
                 }
             }

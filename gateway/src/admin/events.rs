@@ -301,8 +301,6 @@ fn history_after(
 }
 
 /// The journal's view of a live event (`None` for compaction's moves, which are not history).
-/// The engine's journal tells a copied part (`copy_part`) from an uploaded one; an event does
-/// not, so a live stream names both `put_part`.
 fn entry_of(event: &Event) -> Option<Entry> {
     let op = match event.kind {
         EventKind::CreateBucket => Operation::CreateBucket,
@@ -310,6 +308,7 @@ fn entry_of(event: &Event) -> Option<Entry> {
         EventKind::SetLifecycle => Operation::SetLifecycle,
         EventKind::CreateUpload => Operation::CreateUpload,
         EventKind::PutPart => Operation::PutPart,
+        EventKind::CopyPart => Operation::CopyPart,
         EventKind::Complete => Operation::Complete,
         EventKind::Abort(AbortReason::Aborted) => Operation::Abort,
         EventKind::Abort(AbortReason::Expired) => Operation::Expire,
