@@ -598,8 +598,8 @@ fn small_objects(
     summary: &mut Vec<String>,
 ) -> Result<(), BoxError> {
     println!(
-        "\nsmall objects: PutObject of {SMALL_BODY_BYTES} bytes, {SMALL_CONNECTIONS} in flight, for {:?} or \
-         {} puts",
+        "\nsmall objects: PutObject of {SMALL_BODY_BYTES} bytes, {SMALL_CONNECTIONS} in \
+         flight, for {:?} or {} puts",
         knobs.small_duration, knobs.small_puts_max
     );
     let server_pid = server.pid.to_string();
