@@ -12,7 +12,7 @@ use tokio_util::io::SyncIoBridge;
 
 use crate::engine::{Engine, ExpiryReport, ObjectPut, PartStored, PartUpload};
 use crate::error::EngineError;
-use crate::model::{ObjectInfo, ObjectMeta};
+use crate::model::{ObjectInfo, ObjectMeta, WriteCondition};
 use crate::payload::{Checksum, PayloadError};
 
 /// An engine for async code. Cheap to clone.
@@ -61,6 +61,8 @@ pub struct OwnedObjectPut {
     pub content_md5: Option<[u8; 16]>,
     /// `x-amz-checksum-*` values sent.
     pub checksums: Vec<Checksum>,
+    /// `If-Match` / `If-None-Match` on the object it replaces, decided as it applies.
+    pub condition: Option<WriteCondition>,
 }
 
 impl AsyncEngine {
@@ -133,6 +135,7 @@ impl AsyncEngine {
                 content_length: request.content_length,
                 content_md5: request.content_md5,
                 checksums: request.checksums.clone(),
+                condition: request.condition,
             };
             engine.put_object(&actor, &borrowed, &mut body)
         })

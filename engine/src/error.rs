@@ -137,6 +137,12 @@ pub enum EngineError {
         /// The upload's version.
         actual: u64,
     },
+    /// A write's `If-Match` or `If-None-Match` did not hold when it applied.
+    #[error("precondition failed: {reason}")]
+    PreconditionFailed {
+        /// Which one.
+        reason: &'static str,
+    },
     /// A copy's source object changed between the copy's preparation and its commit.
     #[error("the copy source changed while it was copied")]
     SourceChanged,
@@ -267,7 +273,9 @@ impl EngineError {
             EngineError::InvalidRequest { .. } => "InvalidRequest",
             EngineError::KeyTooLong { .. } => "KeyTooLongError",
             EngineError::MetadataTooLarge { .. } => "MetadataTooLarge",
-            EngineError::VersionMismatch { .. } => "PreconditionFailed",
+            EngineError::VersionMismatch { .. } | EngineError::PreconditionFailed { .. } => {
+                "PreconditionFailed"
+            }
             EngineError::InvalidRange { .. } => "InvalidRange",
             EngineError::SourceChanged | EngineError::NotDue { .. } => "OperationAborted",
             EngineError::IncompleteBody { .. } | EngineError::BodyFailed { .. } => "IncompleteBody",
@@ -293,7 +301,7 @@ impl EngineError {
             | EngineError::BucketNotEmpty { .. }
             | EngineError::SourceChanged
             | EngineError::NotDue { .. } => 409,
-            EngineError::VersionMismatch { .. } => 412,
+            EngineError::VersionMismatch { .. } | EngineError::PreconditionFailed { .. } => 412,
             EngineError::InvalidRange { .. } => 416,
             EngineError::Wal(WalError::Poisoned { .. }) => 503,
             EngineError::Locked { .. }

@@ -134,6 +134,37 @@ pub struct Etag {
     pub parts: Option<u32>,
 }
 
+/// What a write's precondition compares the object at its key with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EtagMatch {
+    /// Any object (`*`).
+    Any,
+    /// An object with this ETag.
+    Etag(Etag),
+}
+
+impl EtagMatch {
+    /// Whether `object`'s ETag (`None`: no object at the key) matches.
+    pub fn matches(&self, object: Option<&Etag>) -> bool {
+        match (self, object) {
+            (_, None) => false,
+            (EtagMatch::Any, Some(_)) => true,
+            (EtagMatch::Etag(wanted), Some(etag)) => wanted == etag,
+        }
+    }
+}
+
+/// Preconditions on the object a write replaces (`If-Match`, `If-None-Match` of PutObject and
+/// CompleteMultipartUpload). They are decided as the write applies, in commit order, so two
+/// writers racing with `If-None-Match: *` cannot both win.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteCondition {
+    /// The key must hold a matching object: else NoSuchKey (no object) or PreconditionFailed.
+    pub if_match: Option<EtagMatch>,
+    /// The key must not hold a matching object: else PreconditionFailed.
+    pub if_none_match: Option<EtagMatch>,
+}
+
 impl fmt::Display for Etag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&hex::encode(self.md5))?;

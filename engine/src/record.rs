@@ -8,12 +8,17 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::EngineError;
-use crate::model::{AbortReason, Etag, ObjectMeta, UploadId};
+use crate::model::{AbortReason, Etag, ObjectMeta, UploadId, WriteCondition};
 use crate::payload::{Checksum, ContentAddress, SegmentId};
 
-/// The version byte of every record this build writes. A change of layout bumps it; replay
-/// rejects versions it does not know.
+/// The version byte of a record of a transition without a condition (docs/format.md §10).
+/// A change of layout bumps the versions; replay rejects versions it does not know.
 pub const RECORD_VERSION: u8 = 1;
+
+/// The version byte of a record of a conditional transition: version 1's layout followed by
+/// the [`WriteCondition`]. Written only when there is a condition, so that every other record
+/// keeps version 1's bytes.
+pub const RECORD_VERSION_CONDITIONAL: u8 = 2;
 
 /// One transition: when, by whom, what.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -24,6 +29,10 @@ pub struct Transition {
     pub actor: String,
     /// What it does.
     pub op: Op,
+    /// Preconditions on the object it replaces (PutObject and Complete only); encoded apart,
+    /// after the rest (version 2).
+    #[serde(skip)]
+    pub condition: Option<WriteCondition>,
 }
 
 /// What a transition does.
@@ -227,13 +236,15 @@ pub struct MoveRecord {
 
 /// Encodes a transition as a record.
 pub fn encode(transition: &Transition) -> Vec<u8> {
-    let bytes = vec![RECORD_VERSION];
     // Serialising plain data into a Vec cannot fail: postcard fails only on a full buffer or on
     // types it cannot represent, and these types have none.
-    match postcard::to_extend(transition, bytes) {
-        Ok(encoded) => encoded,
-        Err(_) => unreachable_encoding(),
-    }
+    let encoded = match &transition.condition {
+        None => postcard::to_extend(transition, vec![RECORD_VERSION]),
+        Some(condition) => {
+            postcard::to_extend(&(transition, condition), vec![RECORD_VERSION_CONDITIONAL])
+        }
+    };
+    encoded.unwrap_or_else(|_| unreachable_encoding())
 }
 
 #[cold]
@@ -245,12 +256,26 @@ fn unreachable_encoding() -> Vec<u8> {
 /// Decodes a record.
 pub fn decode(lsn: u64, bytes: &[u8]) -> Result<Transition, EngineError> {
     let undecodable = |reason: String| EngineError::Undecodable { what: "record", lsn, reason };
+    let whole = |rest: &[u8]| {
+        if rest.is_empty() {
+            Ok(())
+        } else {
+            Err(undecodable(format!("{} bytes after the transition", rest.len())))
+        }
+    };
     match bytes.split_first() {
-        Some((&RECORD_VERSION, body)) => match postcard::take_from_bytes(body) {
-            Ok((transition, [])) => Ok(transition),
-            Ok((_, rest)) => Err(undecodable(format!("{} bytes after the transition", rest.len()))),
+        Some((&RECORD_VERSION, body)) => match postcard::take_from_bytes::<Transition>(body) {
+            Ok((transition, rest)) => whole(rest).map(|()| transition),
             Err(e) => Err(undecodable(e.to_string())),
         },
+        Some((&RECORD_VERSION_CONDITIONAL, body)) => {
+            match postcard::take_from_bytes::<(Transition, WriteCondition)>(body) {
+                Ok(((transition, condition), rest)) => {
+                    whole(rest).map(|()| Transition { condition: Some(condition), ..transition })
+                }
+                Err(e) => Err(undecodable(e.to_string())),
+            }
+        }
         Some((version, _)) => Err(undecodable(format!("unknown record version {version}"))),
         None => Err(undecodable("empty record".to_owned())),
     }
@@ -259,9 +284,10 @@ pub fn decode(lsn: u64, bytes: &[u8]) -> Result<Transition, EngineError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::EtagMatch;
 
     fn transition(op: Op) -> Transition {
-        Transition { time_ms: 300, actor: "a".to_owned(), op }
+        Transition { time_ms: 300, actor: "a".to_owned(), op, condition: None }
     }
 
     #[test]
@@ -311,12 +337,50 @@ mod tests {
     }
 
     #[test]
+    fn conditional_records_are_version_2_with_the_condition_after_the_transition() {
+        // docs/format.md §10: version 2, version 1's transition, then the `WriteCondition`.
+        let op = Op::DeleteObject { bucket: "b".to_owned(), key: "k".to_owned() };
+        let unconditional = transition(op.clone());
+        let etag = Etag { md5: [4; 16], parts: Some(3) };
+        let conditional = Transition {
+            condition: Some(WriteCondition {
+                if_match: Some(EtagMatch::Etag(etag)),
+                if_none_match: Some(EtagMatch::Any),
+            }),
+            ..transition(op)
+        };
+        let v1 = encode(&unconditional);
+        assert_eq!(v1, [1, 0xAC, 0x02, 1, b'a', 10, 1, b'b', 1, b'k']);
+        let mut expected = vec![2];
+        expected.extend(&v1[1..]);
+        expected.extend([1, 1]);
+        expected.extend([4; 16]);
+        expected.extend([1, 3, 1, 0]);
+        assert_eq!(encode(&conditional), expected);
+        assert_eq!(decode(1, &expected).unwrap(), conditional);
+        // Version 1 bytes still decode, without a condition.
+        assert_eq!(decode(1, &v1).unwrap(), unconditional);
+        // A version 2 record without its condition, or with bytes after it, is damage; so is
+        // a version 1 record followed by a condition.
+        let mut trailing = expected.clone();
+        trailing.push(0);
+        let mut v1_with_condition = expected.clone();
+        v1_with_condition[0] = 1;
+        for bad in [&expected[..v1.len()], &trailing[..], &v1_with_condition[..]] {
+            match decode(9, bad) {
+                Err(EngineError::Undecodable { lsn: 9, what: "record", .. }) => {}
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn records_round_trip_and_bad_ones_fail_with_their_lsn() {
         let t = transition(Op::DeleteObject { bucket: "bkt".to_owned(), key: "k".to_owned() });
         assert_eq!(decode(5, &encode(&t)).unwrap(), t);
         let mut trailing = encode(&t);
         trailing.push(0);
-        for bad in [&[][..], &[2, 0][..], &[1, 0xFF][..], &trailing[..]] {
+        for bad in [&[][..], &[2, 0][..], &[3, 0][..], &[1, 0xFF][..], &trailing[..]] {
             match decode(5, bad) {
                 Err(EngineError::Undecodable { lsn: 5, what: "record", .. }) => {}
                 other => panic!("{bad:?}: {other:?}"),

@@ -7,6 +7,7 @@
 //! expiry and part uploads (activity) racing on a due upload: either it expired and no part
 //! upload succeeded, or one came first and all did. And a subscriber sees every committed
 //! transition once, in strictly increasing LSN order, each thread's in the order it made them.
+//! And writers racing with If-None-Match / If-Match on one key: exactly one wins.
 //!
 //! `TESSERA_RACE_ROUNDS` scales the number of raced uploads.
 
@@ -28,8 +29,9 @@ use md5::{Digest as _, Md5};
 use sha2::Sha256;
 use tessera_engine::payload::{ContentAddress, PayloadOptions};
 use tessera_engine::{
-    AbortReason, CompletePart, Completion, Engine, EngineConfig, EngineError, Etag, Event,
-    EventKind, ListParts, ManualClock, ObjectInfo, ObjectMeta, ObjectPut, PartUpload, UploadId,
+    AbortReason, CompletePart, Completion, Engine, EngineConfig, EngineError, Etag, EtagMatch,
+    Event, EventKind, ListParts, ManualClock, ObjectInfo, ObjectMeta, ObjectPut, PartUpload,
+    UploadId, WriteCondition,
 };
 use tessera_wal::WalOptions;
 
@@ -852,5 +854,177 @@ fn compaction_runs_while_transitions_commit() {
     let engine = open(dir.path(), &clock);
     for (key, bytes) in &kept {
         assert_eq!(&read(&engine, key), bytes, "{key} after reopen");
+    }
+}
+
+/// One racer's conditional write: a PutObject, or the completion of its own upload (whose one
+/// part it uploaded before the race).
+fn conditional_write(
+    engine: &Engine,
+    key: &str,
+    thread: usize,
+    upload: Option<&(String, [u8; 16])>,
+    bytes: &[u8],
+    condition: WriteCondition,
+) -> Result<ObjectInfo, EngineError> {
+    let actor = format!("writer-{thread}");
+    match upload {
+        Some((id, md5)) => engine.complete_upload(
+            &actor,
+            &Completion {
+                bucket: BUCKET,
+                key,
+                upload_id: id,
+                parts: vec![CompletePart { part_number: 1, etag: *md5, checksum: None }],
+                condition: Some(condition),
+                ..Completion::default()
+            },
+        ),
+        None => {
+            let put = ObjectPut {
+                bucket: BUCKET,
+                key,
+                content_length: Some(bytes.len() as u64),
+                condition: Some(condition),
+                ..ObjectPut::default()
+            };
+            engine.put_object(&actor, &put, &mut &bytes[..])
+        }
+    }
+}
+
+/// Writers racing with `If-None-Match: *` (create only if absent), then with `If-Match` of the
+/// object they all saw (replace only if unchanged): each race has exactly one winner, the
+/// others fail with PreconditionFailed, and the key holds the winner's bytes, before and after
+/// a reopen. Half the racers put an object, half complete an upload; a completion repeated
+/// after it won answers as it did, though its condition no longer holds.
+#[test]
+fn conditional_writes_race_to_one_winner() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let mut engine = open(dir.path(), &clock);
+    engine.create_bucket("creator", BUCKET).unwrap();
+    let mut kept: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for round in 0..rounds(16) {
+        let key = format!("conditional/{round}");
+        let mut current: Option<Etag> = None;
+        for stage in 0..2 {
+            let condition = match current {
+                None => WriteCondition { if_none_match: Some(EtagMatch::Any), if_match: None },
+                Some(etag) => {
+                    WriteCondition { if_match: Some(EtagMatch::Etag(etag)), if_none_match: None }
+                }
+            };
+            let attempt = stage + 1;
+            // Odd threads complete an upload prepared before the race.
+            let uploads: Vec<Option<(String, [u8; 16])>> = (0..THREADS)
+                .map(|thread| {
+                    (thread % 2 == 1).then(|| {
+                        let bytes = part_bytes(round, thread, attempt);
+                        let id = engine
+                            .create_upload("creator", BUCKET, &key, ObjectMeta::default())
+                            .unwrap()
+                            .upload_id
+                            .to_string();
+                        put(&engine, "creator", &key, &id, 1, &bytes).unwrap();
+                        (id, md5_of(&bytes))
+                    })
+                })
+                .collect();
+            let barrier = Barrier::new(THREADS);
+            let results: Vec<Result<ObjectInfo, EngineError>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..THREADS)
+                    .map(|thread| {
+                        let (barrier, key, engine) = (&barrier, &key, &engine);
+                        let upload = uploads[thread].as_ref();
+                        scope.spawn(move || {
+                            let bytes = part_bytes(round, thread, attempt);
+                            barrier.wait();
+                            conditional_write(engine, key, thread, upload, &bytes, condition)
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let winners: Vec<usize> = (0..THREADS).filter(|&t| results[t].is_ok()).collect();
+            assert_eq!(winners.len(), 1, "round {round} stage {stage}: {results:?}");
+            let winner = winners[0];
+            for (thread, result) in results.iter().enumerate() {
+                if let Err(e) = result {
+                    assert_eq!(code(e), "PreconditionFailed", "round {round} thread {thread}");
+                }
+            }
+            let object = results[winner].as_ref().unwrap().clone();
+            let bytes = part_bytes(round, winner, attempt);
+            assert_eq!(read(&engine, &key), bytes, "round {round} stage {stage}");
+            assert_eq!(engine.head_object(BUCKET, &key).unwrap().etag, object.etag);
+            if let Some(upload) = uploads[winner].as_ref() {
+                let again = conditional_write(&engine, &key, winner, Some(upload), &[], condition);
+                assert_eq!(again.unwrap().etag, object.etag, "a repeated completion");
+            }
+            // The losers' uploads are still open: a conditional write that fails changes nothing.
+            for (id, _) in
+                uploads.iter().enumerate().filter(|(t, _)| *t != winner).flat_map(|(_, u)| u)
+            {
+                engine.get_upload(BUCKET, &key, id).unwrap();
+                engine.abort_upload("creator", BUCKET, &key, id, None).unwrap();
+            }
+            current = Some(object.etag);
+            kept.insert(key.clone(), bytes);
+            clock.advance_ms(1);
+        }
+    }
+    drop(engine);
+    engine = open(dir.path(), &clock);
+    for (key, bytes) in &kept {
+        assert_eq!(&read(&engine, key), bytes, "{key} after reopen");
+    }
+    assert_eq!(engine.stats().live_uploads, 0);
+    check_payload_references(&engine, kept.values());
+}
+
+/// Retries of one completion racing with `If-None-Match: *`: the first to commit creates the
+/// object, and those that commit after it are repeats, answered as it was (their condition,
+/// no object at the key, held when the first applied; it no longer holds, and must not count).
+#[test]
+fn racing_retries_of_a_conditional_completion_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let engine = open(dir.path(), &clock);
+    engine.create_bucket("creator", BUCKET).unwrap();
+    let condition = WriteCondition { if_none_match: Some(EtagMatch::Any), if_match: None };
+    for round in 0..rounds(16) {
+        let key = format!("retried/{round}");
+        let bytes = part_bytes(round, 0, 0);
+        let id = engine
+            .create_upload("creator", BUCKET, &key, ObjectMeta::default())
+            .unwrap()
+            .upload_id
+            .to_string();
+        put(&engine, "creator", &key, &id, 1, &bytes).unwrap();
+        let upload = (id, md5_of(&bytes));
+        let barrier = Barrier::new(THREADS);
+        let results: Vec<Result<ObjectInfo, EngineError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..THREADS)
+                .map(|thread| {
+                    let (barrier, key, engine, upload) = (&barrier, &key, &engine, &upload);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        conditional_write(engine, key, thread, Some(upload), &[], condition)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let expected = multipart_etag(&[upload.1]);
+        for (thread, result) in results.iter().enumerate() {
+            assert_eq!(
+                result.as_ref().map(|o| o.etag).map_err(code),
+                Ok(expected),
+                "round {round} thread {thread}"
+            );
+        }
+        assert_eq!(read(&engine, &key), bytes);
+        clock.advance_ms(1);
     }
 }

@@ -133,7 +133,7 @@ fn compaction_of_many_small_payloads_fits_the_log_records() {
 }
 
 fn transition(time_ms: u64, op: Op) -> Transition {
-    Transition { time_ms, actor: "alice".to_owned(), op }
+    Transition { time_ms, actor: "alice".to_owned(), op, condition: None }
 }
 
 /// A lifecycle rule committed between an upload's preparation and its commit applies to it.

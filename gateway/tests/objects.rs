@@ -160,6 +160,55 @@ async fn conditional_reads() {
     assert_eq!((code(&e), status(&e)), ("PreconditionFailed".to_owned(), 412));
 }
 
+/// Writers racing with `If-None-Match: *`, then with `If-Match` of the object they saw: the
+/// gateway's early check lets them all through (none has committed when they ask), and the
+/// engine decides at commit: exactly one wins each race, the others get 412.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_writes_racing_have_one_winner() {
+    const WRITERS: usize = 8;
+    let (_dir, server) = start(&Options::default());
+    let client = server.client();
+    client.create_bucket().bucket("race").send().await.unwrap();
+    for round in 0..4 {
+        let key = format!("k{round}");
+        let mut seen: Option<String> = None;
+        for stage in 0..2 {
+            let tasks: Vec<_> = (0..WRITERS)
+                .map(|writer| {
+                    let (client, key, seen) = (client.clone(), key.clone(), seen.clone());
+                    // Large enough that the bodies take a while to arrive: every early check
+                    // runs before any of the writes commits.
+                    let data = bytes(256 << 10, (round * 50 + stage * 10 + writer) as u8);
+                    tokio::spawn(async move {
+                        let put = client.put_object().bucket("race").key(key);
+                        let put = match seen {
+                            None => put.if_none_match("*"),
+                            Some(etag) => put.if_match(etag),
+                        };
+                        let out = put.body(ByteStream::from(data.clone())).send().await;
+                        (out.map(|o| o.e_tag().unwrap().to_owned()), data)
+                    })
+                })
+                .collect();
+            let mut winners = Vec::new();
+            for task in tasks {
+                match task.await.unwrap() {
+                    (Ok(etag), data) => winners.push((etag, data)),
+                    (Err(e), _) => {
+                        assert_eq!((code(&e), status(&e)), ("PreconditionFailed".to_owned(), 412));
+                    }
+                }
+            }
+            assert_eq!(winners.len(), 1, "round {round} stage {stage}");
+            let (etag, data) = winners.pop().unwrap();
+            let got = client.get_object().bucket("race").key(&key).send().await.unwrap();
+            assert_eq!(got.e_tag(), Some(etag.as_str()));
+            assert_eq!(got.body.collect().await.unwrap().into_bytes().as_ref(), &data[..]);
+            seen = Some(etag);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_delete_and_attributes() {
     let (_dir, server) = start(&Options::default());

@@ -9,7 +9,7 @@ use crate::state::Outcome;
 
 impl Engine {
     pub(crate) fn transition(&self, actor: &str, op: Op) -> Transition {
-        Transition { time_ms: self.now_ms(), actor: actor.to_owned(), op }
+        Transition { time_ms: self.now_ms(), actor: actor.to_owned(), op, condition: None }
     }
 
     /// Creates a bucket (S3's naming rules; BucketAlreadyOwnedByYou if it exists).

@@ -548,6 +548,7 @@ impl Engine {
                     time_ms: self.now_ms(),
                     actor: SYSTEM_ACTOR.to_owned(),
                     op: Op::Moves { moves: chunk.to_vec() },
+                    condition: None,
                 };
                 // Not queued: the store makes the moves itself once this returns, and applying
                 // the record changes no state. (Going through the queue would deadlock:
@@ -580,6 +581,7 @@ impl Engine {
                 time_ms: self.now_ms(),
                 actor: SYSTEM_ACTOR.to_owned(),
                 op: Op::Abort { upload_id, reason: AbortReason::Expired, expected_version: None },
+                condition: None,
             };
             match self.commit(transition, None) {
                 Ok(Outcome::Aborted { bytes, .. }) => {

@@ -5,12 +5,12 @@ use std::io::Read;
 use crate::engine::Engine;
 use crate::engine::buckets::unexpected;
 use crate::error::EngineError;
-use crate::model::{ChecksumSpec, ChecksumType, ObjectInfo, ObjectMeta};
+use crate::model::{ChecksumSpec, ChecksumType, ObjectInfo, ObjectMeta, WriteCondition};
 use crate::names::{check_key, check_meta};
 use crate::payload::{
     Checksum, ChecksumAlgorithm, Digester, Expected, Location, Pending, check_expected,
 };
-use crate::record::{Op, PartRecord, PayloadRecord};
+use crate::record::{Op, PartRecord, PayloadRecord, Transition};
 use crate::state::{ListObjects, ObjectsPage, Outcome};
 
 /// An object to write from one payload: PutObject.
@@ -29,6 +29,8 @@ pub struct ObjectPut<'a> {
     pub content_md5: Option<[u8; 16]>,
     /// `x-amz-checksum-*` values sent.
     pub checksums: Vec<Checksum>,
+    /// `If-Match` / `If-None-Match` on the object it replaces, decided as it applies.
+    pub condition: Option<WriteCondition>,
 }
 
 /// A payload taken in: its record, and the pending reference of a stored one.
@@ -136,7 +138,8 @@ impl Engine {
             meta,
             part: payload.record,
         };
-        match self.commit(self.transition(actor, op), payload.pending)? {
+        let transition = Transition { condition: request.condition, ..self.transition(actor, op) };
+        match self.commit(transition, payload.pending)? {
             Outcome::ObjectWritten(object) => Ok(object),
             other => Err(unexpected(other)),
         }

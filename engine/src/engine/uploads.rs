@@ -7,10 +7,11 @@ use crate::engine::buckets::unexpected;
 use crate::error::EngineError;
 use crate::model::{
     AbortReason, ChecksumSpec, ObjectInfo, ObjectMeta, PartInfo, UploadId, UploadInfo,
+    WriteCondition,
 };
 use crate::names::{check_key, check_meta};
 use crate::payload::Checksum;
-use crate::record::{CompletePart, Op};
+use crate::record::{CompletePart, Op, Transition};
 use crate::state::{ListParts, ListUploads, Outcome, PartsPage, UploadsPage, part_number};
 
 /// A part to upload.
@@ -80,6 +81,8 @@ pub struct Completion<'a> {
     pub object_size_bytes: Option<u64>,
     /// Compare-and-set on the upload's version.
     pub expected_version: Option<u64>,
+    /// `If-Match` / `If-None-Match` on the object the completion replaces, decided as it applies.
+    pub condition: Option<WriteCondition>,
 }
 
 /// What an abort released.
@@ -138,7 +141,12 @@ impl Engine {
             meta,
             expires_ms: now_ms.saturating_add(self.config.upload_ttl_ms),
         };
-        let transition = crate::record::Transition { time_ms: now_ms, actor: actor.to_owned(), op };
+        let transition = crate::record::Transition {
+            time_ms: now_ms,
+            actor: actor.to_owned(),
+            op,
+            condition: None,
+        };
         match self.commit(transition, None)? {
             Outcome::UploadCreated(info) => Ok(info),
             other => Err(unexpected(other)),
@@ -280,7 +288,8 @@ impl Engine {
             object_size_bytes: request.object_size_bytes,
             expected_version: request.expected_version,
         };
-        match self.commit(self.transition(actor, op), None)? {
+        let transition = Transition { condition: request.condition, ..self.transition(actor, op) };
+        match self.commit(transition, None)? {
             Outcome::Completed(object) => Ok(object),
             other => Err(unexpected(other)),
         }

@@ -7,7 +7,7 @@ use md5::{Digest as _, Md5};
 use crate::error::EngineError;
 use crate::model::{
     AbortReason, BucketInfo, ChecksumType, Etag, ObjectChecksum, ObjectInfo, ObjectMeta, PartInfo,
-    UploadId, UploadInfo,
+    UploadId, UploadInfo, WriteCondition,
 };
 use crate::payload::{Checksum, ChecksumAlgorithm, ContentAddress};
 use crate::record::{CompletePart, MoveRecord, Op, PartRecord, PayloadRecord, Transition};
@@ -157,6 +157,9 @@ impl State {
     pub fn apply(&mut self, lsn: u64, transition: &Transition) -> Result<Applied, EngineError> {
         self.applied_lsn = self.applied_lsn.max(lsn);
         let time_ms = transition.time_ms;
+        if let Some(condition) = &transition.condition {
+            self.check_write_condition(condition, &transition.op)?;
+        }
         match &transition.op {
             Op::CreateBucket { bucket } => self.create_bucket(bucket, time_ms),
             Op::DeleteBucket { bucket } => self.delete_bucket(bucket),
@@ -285,6 +288,48 @@ impl State {
 
     fn bucket_mut(&mut self, bucket: &str) -> Result<&mut Bucket, EngineError> {
         self.buckets.get_mut(bucket).ok_or_else(|| EngineError::no_such_bucket(bucket))
+    }
+
+    /// Checks a write's preconditions against the object its key holds now.
+    fn check_write_condition(
+        &self,
+        condition: &WriteCondition,
+        op: &Op,
+    ) -> Result<(), EngineError> {
+        let (bucket, key, completing) = match op {
+            Op::PutObject { bucket, key, .. } => (bucket, key, None),
+            Op::Complete { bucket, key, upload_id, .. } => (bucket, key, Some(*upload_id)),
+            _ => {
+                return Err(EngineError::InvalidRequest {
+                    reason: "only PutObject and CompleteMultipartUpload take write conditions"
+                        .to_owned(),
+                });
+            }
+        };
+        // A missing bucket is the operation's own error.
+        let Some(found) = self.buckets.get(bucket.as_str()) else { return Ok(()) };
+        let current = found.objects.get(key.as_bytes());
+        // A repeated completion answers as the first did, whose conditions held then.
+        if let (Some(id), Some(object)) = (completing, current)
+            && object.upload_id == Some(id)
+        {
+            return Ok(());
+        }
+        let etag = current.map(|object| &object.etag);
+        if let Some(wanted) = &condition.if_match
+            && !wanted.matches(etag)
+        {
+            return Err(match current {
+                None => EngineError::NoSuchKey { bucket: bucket.clone(), key: key.clone() },
+                Some(_) => EngineError::PreconditionFailed { reason: "If-Match" },
+            });
+        }
+        if let Some(unwanted) = &condition.if_none_match
+            && unwanted.matches(etag)
+        {
+            return Err(EngineError::PreconditionFailed { reason: "If-None-Match" });
+        }
+        Ok(())
     }
 
     /// The object at `bucket`/`key`.

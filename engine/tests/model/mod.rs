@@ -18,10 +18,10 @@ use tessera_engine::payload::{
 };
 use tessera_engine::{
     Aborted, BucketInfo, ChecksumSpec, ChecksumType, CompletePart, Completion, Engine,
-    EngineConfig, EngineError, Etag, ExpiryReport, ListObjects, ListParts, ListUploads,
+    EngineConfig, EngineError, Etag, EtagMatch, ExpiryReport, ListObjects, ListParts, ListUploads,
     ManualClock, ObjectChecksum, ObjectInfo, ObjectMeta, ObjectPut, ObjectSummary, ObjectsPage,
     PartCopy, PartInfo, PartStored, PartUpload, PartsPage, UploadId, UploadInfo, UploadSummary,
-    UploadsPage,
+    UploadsPage, WriteCondition,
 };
 use tessera_wal::WalOptions;
 
@@ -708,6 +708,9 @@ enum Op {
         k: usize,
         body: Body,
         checksum: bool,
+        /// 0..=2 none, 3 If-None-Match `*`, 4 If-Match `*`, 5 If-Match the current ETag, 6
+        /// If-Match another ETag, 7 If-None-Match the current ETag.
+        cond: u8,
     },
     CopyObject {
         src_b: usize,
@@ -892,8 +895,8 @@ fn op() -> impl Strategy<Value = Op> {
         10 => (pick(), complete_pick(), prop::option::weighted(0.1, any::<bool>()))
             .prop_map(|(pick, parts, declared)| Op::Complete { pick, parts, declared }),
         3 => pick().prop_map(|pick| Op::Abort { pick }),
-        6 => (bucket_index(), key.clone(), body(), prop::bool::weighted(0.3))
-            .prop_map(|(b, k, body, checksum)| Op::PutObject { b, k, body, checksum }),
+        6 => (bucket_index(), key.clone(), body(), prop::bool::weighted(0.3), 0u8..8)
+            .prop_map(|(b, k, body, checksum, cond)| Op::PutObject { b, k, body, checksum, cond }),
         2 => (bucket_index(), obj_key(), bucket_index(), key.clone(), any::<bool>())
             .prop_map(|(src_b, src_k, b, k, replace)| Op::CopyObject {
                 src_b,
@@ -1235,8 +1238,45 @@ impl Run {
                     self.model.uploads[found.unwrap()].status = Status::Ended;
                 }
             }
-            Op::PutObject { b, k, body, checksum } => {
+            Op::PutObject { b, k, body, checksum, cond } => {
                 let (bucket, key) = (BUCKETS[b], KEYS[k]);
+                let current =
+                    self.model.buckets.get(bucket).and_then(|found| found.objects.get(key));
+                let current_etag = current.map(|o| o.etag);
+                let other = Etag { md5: [0xEE; 16], parts: None };
+                let condition = match cond {
+                    3 => Some(WriteCondition {
+                        if_none_match: Some(EtagMatch::Any),
+                        ..Default::default()
+                    }),
+                    4 => Some(WriteCondition {
+                        if_match: Some(EtagMatch::Any),
+                        ..Default::default()
+                    }),
+                    5 => Some(WriteCondition {
+                        if_match: Some(EtagMatch::Etag(current_etag.unwrap_or(other))),
+                        ..Default::default()
+                    }),
+                    6 => Some(WriteCondition {
+                        if_match: Some(EtagMatch::Etag(other)),
+                        ..Default::default()
+                    }),
+                    7 => Some(WriteCondition {
+                        if_none_match: Some(EtagMatch::Etag(current_etag.unwrap_or(other))),
+                        ..Default::default()
+                    }),
+                    _ => None,
+                };
+                // What the condition says of the object the key holds now.
+                let refused = condition.and_then(|c| {
+                    if c.if_match.is_some_and(|m| !m.matches(current_etag.as_ref())) {
+                        Some(if current.is_none() { "NoSuchKey" } else { "PreconditionFailed" })
+                    } else if c.if_none_match.is_some_and(|m| m.matches(current_etag.as_ref())) {
+                        Some("PreconditionFailed")
+                    } else {
+                        None
+                    }
+                });
                 let spec = checksum.then_some(ChecksumSpec {
                     algorithm: ChecksumAlgorithm::Crc32c,
                     kind: ChecksumType::FullObject,
@@ -1254,6 +1294,7 @@ impl Run {
                     content_length: body.content_length(),
                     content_md5: body.content_md5(),
                     checksums: Vec::new(),
+                    condition,
                 };
                 let got = self.engine().put_object("alice", &request, &mut &bytes[..]);
                 let crc = crc_of(&bytes);
@@ -1279,6 +1320,8 @@ impl Run {
                 let want = if !self.model.buckets.contains_key(bucket) {
                     fail("NoSuchBucket")
                 } else if let Some(e) = body.error() {
+                    fail(e)
+                } else if let Some(e) = refused {
                     fail(e)
                 } else {
                     Ok(object.info(bucket, key))
@@ -1679,6 +1722,7 @@ impl Run {
                 if right { total } else { total + 1 }
             }),
             expected_version: self.expected_version(pick, &bucket, &key, &id),
+            condition: None,
         };
         let got = self.engine().complete_upload("alice", &request);
         let want = self.model_complete(&request, now);

@@ -3,7 +3,7 @@
 
 use s3s::dto::{ETagCondition, Timestamp};
 use s3s::{S3ErrorCode, S3Result};
-use tessera_engine::ObjectInfo;
+use tessera_engine::{EtagMatch, ObjectInfo, WriteCondition};
 
 use crate::s3::convert::{epoch_seconds, parse_etag};
 use crate::s3::errors::s3_error;
@@ -89,5 +89,26 @@ impl Conditions<'_> {
             return Err(precondition_failed());
         }
         Ok(())
+    }
+
+    /// The write's conditions as the engine decides them again when the write applies, in
+    /// commit order ([`Conditions::check_write`] only rejects early: another writer may change
+    /// the key between the check and the commit). `None` when the request has none.
+    ///
+    /// An If-Match ETag that does not parse matches no object, so `check_write` has already
+    /// refused it; it is refused here too rather than dropped.
+    pub fn write_condition(&self) -> S3Result<Option<WriteCondition>> {
+        let convert = |condition: &ETagCondition| match condition {
+            ETagCondition::Any => Some(EtagMatch::Any),
+            ETagCondition::ETag(etag) => parse_etag(etag).map(EtagMatch::Etag),
+        };
+        let if_match = match self.if_match {
+            None => None,
+            Some(condition) => Some(convert(condition).ok_or_else(precondition_failed)?),
+        };
+        // An If-None-Match ETag that does not parse matches no object: no condition at all.
+        let if_none_match = self.if_none_match.and_then(convert);
+        Ok((if_match.is_some() || if_none_match.is_some())
+            .then_some(WriteCondition { if_match, if_none_match }))
     }
 }

@@ -300,13 +300,15 @@ pub(crate) async fn complete(
     let retry = current
         .as_ref()
         .is_some_and(|o| o.upload_id.is_some_and(|id| id.to_string() == input.upload_id));
+    let conditions = Conditions {
+        if_match: input.if_match.as_ref(),
+        if_none_match: input.if_none_match.as_ref(),
+        ..Default::default()
+    };
+    // Checked early here, and again by the engine as the completion commits.
+    let condition = conditions.write_condition()?;
     if !retry {
-        Conditions {
-            if_match: input.if_match.as_ref(),
-            if_none_match: input.if_none_match.as_ref(),
-            ..Default::default()
-        }
-        .check_write(current.as_ref())?;
+        conditions.check_write(current.as_ref())?;
     }
     let object_size_bytes = match input.mpu_object_size {
         None => None,
@@ -329,6 +331,7 @@ pub(crate) async fn complete(
                         parts,
                         object_size_bytes,
                         expected_version: None,
+                        condition,
                     },
                 )
             })

@@ -37,14 +37,16 @@ pub(crate) async fn put_object(
 ) -> S3Result<S3Response<PutObjectOutput>> {
     let actor = actor(&req);
     let input = req.input;
-    if input.if_match.is_some() || input.if_none_match.is_some() {
+    let conditions = Conditions {
+        if_match: input.if_match.as_ref(),
+        if_none_match: input.if_none_match.as_ref(),
+        ..Default::default()
+    };
+    let condition = conditions.write_condition()?;
+    if condition.is_some() {
+        // Early, before the body is read; the engine decides again as the object commits.
         let current = current_object(gw, &input.bucket, &input.key)?;
-        Conditions {
-            if_match: input.if_match.as_ref(),
-            if_none_match: input.if_none_match.as_ref(),
-            ..Default::default()
-        }
-        .check_write(current.as_ref())?;
+        conditions.check_write(current.as_ref())?;
     }
     let (body, mismatch) =
         trailer::checked(request_body(input.body), &req.headers, req.trailing_headers);
@@ -57,6 +59,7 @@ pub(crate) async fn put_object(
         checksums: checksums_of!(input).decode()?,
         bucket: input.bucket,
         key: input.key,
+        condition,
     };
     let object = gw.engine.put_object(actor, request, body).await.map_err(|e| mismatch.error(e))?;
     let mut out = PutObjectOutput {
