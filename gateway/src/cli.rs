@@ -28,6 +28,9 @@ pub struct Cli {
 pub enum Command {
     /// Serve the S3 API over HTTP on a data directory.
     Serve(ServeArgs),
+    /// Copy a file to or from any S3 endpoint in parts, resumably (`tessera cp FILE
+    /// s3://BUCKET/KEY`, `tessera cp s3://BUCKET/KEY FILE`).
+    Cp(crate::cp::CpArgs),
     /// The offline commands (inspect, verify, uploads, journal, gc, compact, checkpoint,
     /// repair): each refuses to run while a server holds the directory.
     #[command(flatten)]

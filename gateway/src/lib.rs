@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod cp;
 pub mod keys;
 pub mod ops;
 pub mod s3;
