@@ -357,34 +357,73 @@ fn checksums_composite_and_full_object() {
             )
             .unwrap_err();
         assert_eq!(err.s3_code(), "BadDigest");
-        let object = e
-            .complete_upload(
+        let expected = match kind {
+            ChecksumType::FullObject => crc32c::crc32c(&data).to_be_bytes().to_vec(),
+            ChecksumType::Composite => {
+                let mut raw = Vec::new();
+                for part in &listed {
+                    raw.extend(part.checksum.clone().unwrap());
+                }
+                crc32c::crc32c(&raw).to_be_bytes().to_vec()
+            }
+        };
+        // The object checksum the client sends with the completion must be the object's.
+        let complete = |object_checksum: Option<Checksum>| {
+            e.complete_upload(
                 "alice",
                 &Completion {
                     bucket: "bk1",
                     key: "sum",
                     upload_id: &id,
                     parts: listed.clone(),
+                    object_checksum,
                     ..Completion::default()
                 },
             )
-            .unwrap();
-        let checksum = object.checksum.unwrap();
-        match kind {
-            ChecksumType::FullObject => {
-                assert_eq!(checksum.checksum.value, crc32c::crc32c(&data).to_be_bytes());
-                assert_eq!(checksum.parts, None);
-            }
-            ChecksumType::Composite => {
-                let mut raw = Vec::new();
-                for part in &listed {
-                    raw.extend(part.checksum.clone().unwrap());
-                }
-                assert_eq!(checksum.checksum.value, crc32c::crc32c(&raw).to_be_bytes());
-                assert_eq!(checksum.parts, Some(2));
-            }
+        };
+        let sent = |algorithm, value: &[u8]| Some(Checksum { algorithm, value: value.to_vec() });
+        let mut wrong = expected.clone();
+        wrong[0] ^= 1;
+        for (bad, reason) in [
+            (sent(ChecksumAlgorithm::Crc32c, &wrong), "another value"),
+            (sent(ChecksumAlgorithm::Crc32, &expected), "another algorithm"),
+        ] {
+            assert_eq!(complete(bad).unwrap_err().s3_code(), "BadDigest", "{kind:?}: {reason}");
         }
+        e.get_upload("bk1", "sum", &id).expect("a refused completion leaves the upload open");
+        let object = complete(sent(ChecksumAlgorithm::Crc32c, &expected)).unwrap();
+        let checksum = object.checksum.clone().unwrap();
+        assert_eq!(checksum.checksum.value, expected);
+        match kind {
+            ChecksumType::FullObject => assert_eq!(checksum.parts, None),
+            ChecksumType::Composite => assert_eq!(checksum.parts, Some(2)),
+        }
+        // A repeated completion is checked against the object it made.
+        assert_eq!(complete(sent(ChecksumAlgorithm::Crc32c, &expected)).unwrap(), object);
+        let repeated = complete(sent(ChecksumAlgorithm::Crc32c, &wrong)).unwrap_err();
+        assert_eq!(repeated.s3_code(), "BadDigest");
     }
+    // An upload without a checksum algorithm has no object checksum to compare.
+    let id = e.create_upload("alice", "bk1", "plain", ObjectMeta::default()).unwrap();
+    let id = id.upload_id.to_string();
+    let part = f.put_part("plain", &id, 1, b"abc").unwrap();
+    let err = e
+        .complete_upload(
+            "alice",
+            &Completion {
+                bucket: "bk1",
+                key: "plain",
+                upload_id: &id,
+                parts: vec![CompletePart { part_number: 1, etag: part, checksum: None }],
+                object_checksum: Some(Checksum {
+                    algorithm: ChecksumAlgorithm::Crc32,
+                    value: vec![0; 4],
+                }),
+                ..Completion::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.s3_code(), "InvalidRequest");
     // A checksum the client sent that does not match is BadDigest.
     let put = ObjectPut {
         bucket: "bk1",

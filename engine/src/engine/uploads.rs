@@ -6,8 +6,8 @@ use crate::engine::Engine;
 use crate::engine::buckets::unexpected;
 use crate::error::EngineError;
 use crate::model::{
-    AbortReason, ChecksumSpec, ObjectInfo, ObjectMeta, PartInfo, UploadId, UploadInfo,
-    WriteCondition,
+    AbortReason, ChecksumSpec, ObjectChecksum, ObjectInfo, ObjectMeta, PartInfo, UploadId,
+    UploadInfo, WriteCondition,
 };
 use crate::names::{check_key, check_meta};
 use crate::payload::Checksum;
@@ -83,6 +83,10 @@ pub struct Completion<'a> {
     pub expected_version: Option<u64>,
     /// `If-Match` / `If-None-Match` on the object the completion replaces, decided as it applies.
     pub condition: Option<WriteCondition>,
+    /// The object's checksum as the client computed it (`x-amz-checksum-*` of the completion:
+    /// the full-object value, or the composite one without its `-N`): the completion fails
+    /// with BadDigest unless the object's own checksum is this one.
+    pub object_checksum: Option<Checksum>,
 }
 
 /// What an abort released.
@@ -273,12 +277,20 @@ impl Engine {
                 let id = request.upload_id.parse().map_err(|_| EngineError::NoSuchUpload {
                     upload_id: request.upload_id.to_owned(),
                 })?;
-                return self.read_state(|state| {
+                let object = self.read_state(|state| {
                     state.repeat_completion(id, request.bucket, request.key, &request.parts)
-                });
+                })?;
+                check_object_checksum(request.object_checksum.as_ref(), object.checksum.as_ref())?;
+                return Ok(object);
             }
             Err(e) => return Err(e),
         };
+        if let Some(sent) = &request.object_checksum {
+            let made = self.read_state(|state| {
+                state.completion_checksum(upload_id, request.bucket, request.key, &request.parts)
+            })?;
+            check_object_checksum(Some(sent), made.as_ref())?;
+        }
         let op = Op::Complete {
             upload_id,
             bucket: request.bucket.to_owned(),
@@ -344,4 +356,36 @@ impl Engine {
     ) -> Result<UploadsPage, EngineError> {
         self.read_state(|s| s.list_uploads(bucket, args))
     }
+}
+
+/// Checks the object checksum a client sent with its completion against the object's.
+fn check_object_checksum(
+    sent: Option<&Checksum>,
+    made: Option<&ObjectChecksum>,
+) -> Result<(), EngineError> {
+    let Some(sent) = sent else { return Ok(()) };
+    let Some(made) = made else {
+        return Err(EngineError::InvalidRequest {
+            reason: format!(
+                "the upload was created without a checksum algorithm, so its object has no {} \
+                 checksum to compare",
+                sent.algorithm.name()
+            ),
+        });
+    };
+    if made.checksum.algorithm != sent.algorithm {
+        return Err(EngineError::BadDigest {
+            reason: format!(
+                "the upload's checksum algorithm is {}, not {}",
+                made.checksum.algorithm.name(),
+                sent.algorithm.name()
+            ),
+        });
+    }
+    if made.checksum.value != sent.value {
+        return Err(EngineError::BadDigest {
+            reason: format!("the object's {} checksum differs", sent.algorithm.name()),
+        });
+    }
+    Ok(())
 }

@@ -770,4 +770,34 @@ impl State {
             _ => Err(EngineError::no_such_upload(upload_id)),
         }
     }
+
+    /// The checksum a completion of `upload_id` with `parts` would give its object now, with
+    /// the completion's own errors (the list, the parts, their checksums; not the version or
+    /// the part sizes, which its commit checks).
+    ///
+    /// It is decided before the commit and still holds when the commit applies: the commit
+    /// fails unless every listed part still has the listed ETag and checksum, and the object
+    /// checksum is a function of those checksums and the parts' sizes.
+    pub fn completion_checksum(
+        &self,
+        upload_id: UploadId,
+        bucket: &str,
+        key: &str,
+        parts: &[CompletePart],
+    ) -> Result<Option<ObjectChecksum>, EngineError> {
+        let c = Completion {
+            upload_id,
+            bucket,
+            key,
+            parts,
+            min_part_bytes: 0,
+            object_size_bytes: None,
+            expected_version: None,
+            time_ms: 0,
+        };
+        let upload =
+            self.uploads.get(&upload_id).ok_or_else(|| EngineError::no_such_upload(upload_id))?;
+        let chosen = choose_parts(upload, &c)?;
+        object_checksum(upload.meta.checksum, &chosen, parts)
+    }
 }

@@ -1723,6 +1723,7 @@ impl Run {
             }),
             expected_version: self.expected_version(pick, &bucket, &key, &id),
             condition: None,
+            object_checksum: None,
         };
         let got = self.engine().complete_upload("alice", &request);
         let want = self.model_complete(&request, now);

@@ -165,6 +165,35 @@ impl ChecksumFields {
         }
         Ok(out)
     }
+
+    /// The object checksum a CompleteMultipartUpload sent: at most one field, whose value may
+    /// end in a composite checksum's `-N`, N being the number of parts listed (else BadDigest).
+    pub fn decode_object(&self, parts_listed: usize) -> S3Result<Option<Checksum>> {
+        let mut values = self.clone();
+        for algorithm in ChecksumAlgorithm::ALL {
+            let Some(text) = values.slot(algorithm) else { continue };
+            // Base64 has no '-': a '-' can only start the part count.
+            if let Some((value, count)) = text.trim().rsplit_once('-') {
+                if count.parse::<usize>().ok() != Some(parts_listed) {
+                    return Err(s3_error(
+                        s3s::S3ErrorCode::BadDigest,
+                        400,
+                        format!(
+                            "x-amz-checksum-{} names {count} parts but the completion lists \
+                             {parts_listed}",
+                            algorithm.name().to_ascii_lowercase()
+                        ),
+                    ));
+                }
+                *text = value.to_owned();
+            }
+        }
+        let mut sent = values.decode()?;
+        if sent.len() > 1 {
+            return Err(invalid_request("a completion may carry one object checksum, not several"));
+        }
+        Ok(sent.pop())
+    }
 }
 
 /// Fills the checksum fields of any output DTO that has the five of them.

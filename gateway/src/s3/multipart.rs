@@ -291,6 +291,7 @@ pub(crate) async fn complete(
     }
     let listed = input.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
     let parts = completed_parts(&listed, spec.map(|s| s.algorithm))?;
+    let object_checksum = checksums_of!(input).decode_object(parts.len())?;
     let current = match engine.head_object(&input.bucket, &input.key) {
         Ok(object) => Some(object),
         Err(EngineError::NoSuchKey { .. }) => None,
@@ -332,6 +333,7 @@ pub(crate) async fn complete(
                         object_size_bytes,
                         expected_version: None,
                         condition,
+                        object_checksum,
                     },
                 )
             })
