@@ -29,7 +29,7 @@ use std::sync::Arc;
 use observe::{Observed, observe};
 use tessera::payload::PayloadOptions;
 use tessera::{
-    CompletePart, Completion, Engine, EngineConfig, EngineError, EtagMatch, ManualClock,
+    AbortRule, CompletePart, Completion, Engine, EngineConfig, EngineError, EtagMatch, ManualClock,
     ObjectMeta, ObjectPut, PartUpload, WriteCondition,
 };
 use tessera_engine::journal::JournalOptions;
@@ -58,16 +58,43 @@ impl Rng {
 
 #[derive(Clone, Debug)]
 enum Op {
-    CreateUpload { key: u8 },
-    PutPart { upload: u8, number: u32, len: usize, seed: u8 },
-    Complete { upload: u8, condition: u8 },
-    Abort { upload: u8 },
-    PutObject { key: u8, len: usize, seed: u8 },
-    DeleteObject { key: u8 },
-    CopyObject { from: u8, to: u8 },
+    CreateUpload {
+        key: u8,
+    },
+    PutPart {
+        upload: u8,
+        number: u32,
+        len: usize,
+        seed: u8,
+    },
+    Complete {
+        upload: u8,
+        condition: u8,
+    },
+    Abort {
+        upload: u8,
+    },
+    PutObject {
+        key: u8,
+        len: usize,
+        seed: u8,
+    },
+    DeleteObject {
+        key: u8,
+    },
+    CopyObject {
+        from: u8,
+        to: u8,
+    },
     Checkpoint,
     Compact,
     Expire,
+    /// Abort rules for the bucket: uploads whose key starts with `u/{prefix}` after `days`
+    /// (no rules when `days` is 0).
+    Lifecycle {
+        prefix: u8,
+        days: u8,
+    },
 }
 
 fn workload(rng: &mut Rng) -> Vec<Op> {
@@ -80,7 +107,7 @@ fn workload(rng: &mut Rng) -> Vec<Op> {
             } else {
                 1_000 + rng.below(6_000) as usize
             };
-            match rng.below(20) {
+            match rng.below(21) {
                 0..=3 => Op::CreateUpload { key: small },
                 4..=9 => Op::PutPart {
                     upload: small,
@@ -95,6 +122,7 @@ fn workload(rng: &mut Rng) -> Vec<Op> {
                 16 => Op::CopyObject { from: small, to: rng.below(6) as u8 },
                 17 => Op::Checkpoint,
                 18 => Op::Compact,
+                19 => Op::Lifecycle { prefix: small, days: rng.below(3) as u8 },
                 _ => Op::Expire,
             }
         })
@@ -117,6 +145,8 @@ fn config(clock: &ManualClock) -> EngineConfig {
         },
         clock: Arc::new(clock.clone()),
         upload_ttl_ms: TTL_MS,
+        // Lifecycle rules of a day or two fire within a workload's expiries.
+        day_ms: 10_000,
         min_part_bytes: 1,
         inline_payload_bytes_max: 1 << 10,
         checkpoint_wal_bytes: 8 << 10,
@@ -229,6 +259,14 @@ impl Runner<'_> {
             }
             Op::Compact => {
                 engine.compact()?;
+            }
+            Op::Lifecycle { prefix, days } => {
+                let rules = (*days > 0).then(|| AbortRule {
+                    id: format!("rule-{prefix}"),
+                    prefix: format!("u/{prefix}"),
+                    days: u32::from(*days),
+                });
+                engine.set_lifecycle("alice", "bkt", rules.into_iter().collect())?;
             }
             Op::Expire => {
                 self.clock.advance_ms(TTL_MS / 2);

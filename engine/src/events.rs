@@ -136,7 +136,8 @@ pub(crate) fn subject(
     match &transition.op {
         Op::CreateBucket { bucket }
         | Op::DeleteBucket { bucket }
-        | Op::SetLifecycle { bucket, .. } => named(bucket, None),
+        | Op::SetLifecycle { bucket, .. }
+        | Op::SetLifecycleRules { bucket, .. } => named(bucket, None),
         Op::CreateUpload { bucket, key, .. }
         | Op::Complete { bucket, key, .. }
         | Op::PutObject { bucket, key, .. }
@@ -160,7 +161,9 @@ pub(crate) fn event(
     let (kind, upload_id, part_number) = match &transition.op {
         Op::CreateBucket { .. } => (EventKind::CreateBucket, None, None),
         Op::DeleteBucket { .. } => (EventKind::DeleteBucket, None, None),
-        Op::SetLifecycle { .. } => (EventKind::SetLifecycle, None, None),
+        Op::SetLifecycle { .. } | Op::SetLifecycleRules { .. } => {
+            (EventKind::SetLifecycle, None, None)
+        }
         Op::CreateUpload { upload_id, .. } => (EventKind::CreateUpload, Some(*upload_id), None),
         Op::PutPart { upload_id, part_number, .. } => {
             (EventKind::PutPart, Some(*upload_id), Some(*part_number))

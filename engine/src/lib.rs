@@ -37,8 +37,8 @@ pub use crate::error::EngineError;
 pub use crate::events::{Event, EventKind, Subscription, SubscriptionError};
 pub use crate::lock::{DirLock, LOCK_FILE_NAME};
 pub use crate::model::{
-    AbortReason, BucketInfo, ChecksumSpec, ChecksumType, Etag, EtagMatch, ObjectChecksum,
-    ObjectInfo, ObjectMeta, PartInfo, UploadId, UploadInfo, WriteCondition,
+    AbortReason, AbortRule, BucketInfo, ChecksumSpec, ChecksumType, Etag, EtagMatch,
+    ObjectChecksum, ObjectInfo, ObjectMeta, PartInfo, UploadId, UploadInfo, WriteCondition,
 };
 pub use crate::record::CompletePart;
 pub use crate::state::{

@@ -240,8 +240,10 @@ pub struct UploadInfo {
     /// When it expires unless activity extends it (the TTL or the lifecycle rule, whichever
     /// comes first).
     pub expires_ms: u64,
-    /// When the bucket's lifecycle rule aborts it, if the bucket has one.
+    /// When the bucket's lifecycle rule aborts it, if one applies to its key.
     pub abort_ms: Option<u64>,
+    /// The id of that rule.
+    pub abort_rule_id: Option<String>,
     /// Bumped by each of its transitions.
     pub version: u64,
     /// Metadata the object will get.
@@ -271,6 +273,39 @@ pub struct ObjectInfo {
     pub upload_id: Option<UploadId>,
 }
 
+/// A bucket's lifecycle rule that aborts incomplete multipart uploads
+/// (`AbortIncompleteMultipartUpload.DaysAfterInitiation`) under a key prefix.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbortRule {
+    /// The rule's `ID`, unique in its bucket (at most [`AbortRule::ID_BYTES_MAX`] bytes).
+    pub id: String,
+    /// The keys it applies to: those that start with it (empty: every key).
+    pub prefix: String,
+    /// Lifecycle days after initiation (at least 1).
+    pub days: u32,
+}
+
+impl AbortRule {
+    /// S3's bound on a rule's id.
+    pub const ID_BYTES_MAX: usize = 255;
+    /// S3's bound on the rules of a bucket's configuration.
+    pub const RULES_MAX: usize = 1000;
+    /// The id of a rule set before rules had ids (record 1's `SetLifecycle`): the id they
+    /// were shown with.
+    pub const UNNAMED_ID: &'static str = "abort-incomplete-multipart-upload";
+
+    /// Whether it applies to `key`.
+    pub fn applies_to(&self, key: &str) -> bool {
+        key.starts_with(&self.prefix)
+    }
+
+    /// Of `rules`, the one that aborts an upload at `key` first (the fewest days; of equals,
+    /// the first listed), if any applies.
+    pub fn first_for<'r>(rules: &'r [AbortRule], key: &str) -> Option<&'r AbortRule> {
+        rules.iter().filter(|r| r.applies_to(key)).min_by_key(|r| r.days)
+    }
+}
+
 /// A bucket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BucketInfo {
@@ -278,6 +313,6 @@ pub struct BucketInfo {
     pub name: String,
     /// When it was created.
     pub created_ms: u64,
-    /// `AbortIncompleteMultipartUpload.DaysAfterInitiation`, if set.
-    pub abort_after_days: Option<u32>,
+    /// Its lifecycle rules (`AbortIncompleteMultipartUpload`), in the order they were given.
+    pub lifecycle: Vec<AbortRule>,
 }

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::EngineError;
-use crate::model::{AbortReason, Etag, ObjectMeta, UploadId, WriteCondition};
+use crate::model::{AbortReason, AbortRule, Etag, ObjectMeta, UploadId, WriteCondition};
 use crate::payload::{Checksum, ContentAddress, SegmentId};
 
 /// The version byte of a record of a transition without a condition (docs/format.md §10).
@@ -19,6 +19,12 @@ pub const RECORD_VERSION: u8 = 1;
 /// the [`WriteCondition`]. Written only when there is a condition, so that every other record
 /// keeps version 1's bytes.
 pub const RECORD_VERSION_CONDITIONAL: u8 = 2;
+
+/// The version byte of a record of an operation versions 1 and 2 do not have
+/// ([`Op::SetLifecycleRules`]): the transition, then an optional [`WriteCondition`]. Records
+/// versions 1 and 2 can express keep their version, so a build that predates version 3 reads
+/// every log that never used what version 3 added.
+pub const RECORD_VERSION_EXTENDED: u8 = 3;
 
 /// One transition: when, by whom, what.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -168,6 +174,17 @@ pub enum Op {
         /// Each move.
         moves: Vec<MoveRecord>,
     },
+    // Variants are numbered by their place: new ones go last (docs/format.md §10).
+    /// Sets a bucket's `AbortIncompleteMultipartUpload` rules (none: clears them). Only in
+    /// records of version 3 (docs/format.md §10).
+    SetLifecycleRules {
+        /// The bucket.
+        bucket: String,
+        /// The rules, in the order given.
+        rules: Vec<AbortRule>,
+        /// The length of a day when they were set.
+        day_ms: u64,
+    },
 }
 
 /// A part's bytes as a record carries them.
@@ -238,9 +255,12 @@ pub struct MoveRecord {
 pub fn encode(transition: &Transition) -> Vec<u8> {
     // Serialising plain data into a Vec cannot fail: postcard fails only on a full buffer or on
     // types it cannot represent, and these types have none.
-    let encoded = match &transition.condition {
-        None => postcard::to_extend(transition, vec![RECORD_VERSION]),
-        Some(condition) => {
+    let encoded = match (&transition.condition, transition.op.needs_extended_record()) {
+        (_, true) => {
+            postcard::to_extend(&(transition, &transition.condition), vec![RECORD_VERSION_EXTENDED])
+        }
+        (None, false) => postcard::to_extend(transition, vec![RECORD_VERSION]),
+        (Some(condition), false) => {
             postcard::to_extend(&(transition, condition), vec![RECORD_VERSION_CONDITIONAL])
         }
     };
@@ -263,21 +283,48 @@ pub fn decode(lsn: u64, bytes: &[u8]) -> Result<Transition, EngineError> {
             Err(undecodable(format!("{} bytes after the transition", rest.len())))
         }
     };
+    // Versions 1 and 2 predate the operations of version 3: a record that says otherwise
+    // was not written by any build.
+    let older = |version: u8, transition: Transition| {
+        if transition.op.needs_extended_record() {
+            Err(undecodable(format!("record version {version} holds a version 3 operation")))
+        } else {
+            Ok(transition)
+        }
+    };
     match bytes.split_first() {
         Some((&RECORD_VERSION, body)) => match postcard::take_from_bytes::<Transition>(body) {
-            Ok((transition, rest)) => whole(rest).map(|()| transition),
+            Ok((transition, rest)) => whole(rest).and_then(|()| older(RECORD_VERSION, transition)),
             Err(e) => Err(undecodable(e.to_string())),
         },
         Some((&RECORD_VERSION_CONDITIONAL, body)) => {
             match postcard::take_from_bytes::<(Transition, WriteCondition)>(body) {
+                Ok(((transition, condition), rest)) => whole(rest).and_then(|()| {
+                    older(
+                        RECORD_VERSION_CONDITIONAL,
+                        Transition { condition: Some(condition), ..transition },
+                    )
+                }),
+                Err(e) => Err(undecodable(e.to_string())),
+            }
+        }
+        Some((&RECORD_VERSION_EXTENDED, body)) => {
+            match postcard::take_from_bytes::<(Transition, Option<WriteCondition>)>(body) {
                 Ok(((transition, condition), rest)) => {
-                    whole(rest).map(|()| Transition { condition: Some(condition), ..transition })
+                    whole(rest).map(|()| Transition { condition, ..transition })
                 }
                 Err(e) => Err(undecodable(e.to_string())),
             }
         }
         Some((version, _)) => Err(undecodable(format!("unknown record version {version}"))),
         None => Err(undecodable("empty record".to_owned())),
+    }
+}
+
+impl Op {
+    /// Whether only a record of version 3 can hold it.
+    fn needs_extended_record(&self) -> bool {
+        matches!(self, Op::SetLifecycleRules { .. })
     }
 }
 
@@ -372,6 +419,41 @@ mod tests {
                 other => panic!("{bad:?}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn lifecycle_rules_are_version_3_and_older_versions_cannot_hold_them() {
+        // docs/format.md §10: version 3, the transition with variant 12, then the optional
+        // condition (none).
+        let op = Op::SetLifecycleRules {
+            bucket: "b".to_owned(),
+            rules: vec![AbortRule { id: "r".to_owned(), prefix: "t/".to_owned(), days: 2 }],
+            day_ms: 5,
+        };
+        let t = transition(op);
+        let expected = [3, 0xAC, 0x02, 1, b'a', 12, 1, b'b', 1, 1, b'r', 2, b't', b'/', 2, 5, 0];
+        assert_eq!(encode(&t), expected);
+        assert_eq!(decode(1, &expected).unwrap(), t);
+        // The same transition under version 1 or 2 was written by no build: damage.
+        let mut as_v1 = expected.to_vec();
+        as_v1[0] = 1;
+        as_v1.pop();
+        let mut as_v2 = expected.to_vec();
+        as_v2[0] = 2;
+        as_v2.pop();
+        as_v2.extend([0, 0]);
+        for bad in [as_v1, as_v2] {
+            match decode(4, &bad) {
+                Err(EngineError::Undecodable { lsn: 4, what: "record", reason }) => {
+                    assert!(reason.contains("version 3 operation"), "{reason}");
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        // Version 1's SetLifecycle still decodes.
+        let old = Op::SetLifecycle { bucket: "b".to_owned(), abort_after_days: Some(2), day_ms: 5 };
+        let bytes = [1, 0xAC, 0x02, 1, b'a', 2, 1, b'b', 1, 2, 5];
+        assert_eq!(decode(1, &bytes).unwrap(), transition(old));
     }
 
     #[test]

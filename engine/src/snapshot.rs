@@ -4,12 +4,19 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::EngineError;
+#[cfg(test)]
+use crate::model::AbortRule;
 use crate::model::UploadId;
 use crate::payload::{ContentAddress, Location};
 use crate::state::{State, Upload};
 
-/// The version byte of the checkpoint blobs this build writes.
-pub const SNAPSHOT_VERSION: u8 = 1;
+/// The version byte of the checkpoint blobs this build writes: a bucket has a list of
+/// lifecycle rules (docs/format.md §11).
+pub const SNAPSHOT_VERSION: u8 = 2;
+
+/// The version of checkpoints in which a bucket had at most one lifecycle rule, for every key
+/// and without an id; this build still reads them.
+pub const SNAPSHOT_VERSION_ONE_RULE: u8 = 1;
 
 /// A live payload as the store had it: address, location, committed references.
 pub type PayloadEntry = (ContentAddress, Location, u64);
@@ -81,21 +88,33 @@ fn encoding_failed(lsn: u64, e: &postcard::Error) -> EngineError {
     EngineError::Undecodable { what: "checkpoint (encoding)", lsn, reason: e.to_string() }
 }
 
+/// A checkpoint blob's two sections, and the version they are in.
+#[derive(Clone, Copy, Debug)]
+pub struct Sections<'b> {
+    /// The blob's version byte.
+    pub version: u8,
+    /// The payload section.
+    pub payloads: &'b [u8],
+    /// The state section.
+    pub state: &'b [u8],
+}
+
 /// Splits a checkpoint blob taken at `lsn` into its payload and state sections.
-pub fn split(lsn: u64, blob: &[u8]) -> Result<(&[u8], &[u8]), EngineError> {
+pub fn split(lsn: u64, blob: &[u8]) -> Result<Sections<'_>, EngineError> {
     let undecodable = |reason: String| EngineError::Undecodable { what: "checkpoint", lsn, reason };
-    let (version, rest) =
+    let (&version, rest) =
         blob.split_first().ok_or_else(|| undecodable("empty checkpoint".into()))?;
-    if *version != SNAPSHOT_VERSION {
+    if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_ONE_RULE {
         return Err(undecodable(format!("unknown checkpoint version {version}")));
     }
     let (length, rest) = rest.split_at_checked(8).ok_or_else(|| undecodable("truncated".into()))?;
     let mut word = [0u8; 8];
     word.copy_from_slice(length);
     let payload_bytes = usize::try_from(u64::from_le_bytes(word)).unwrap_or(usize::MAX);
-    rest.split_at_checked(payload_bytes).ok_or_else(|| {
+    let (payloads, state) = rest.split_at_checked(payload_bytes).ok_or_else(|| {
         undecodable(format!("a payload section of {payload_bytes} bytes overruns the blob"))
-    })
+    })?;
+    Ok(Sections { version, payloads, state })
 }
 
 /// Decodes one section, which must hold nothing after its value.
@@ -116,7 +135,119 @@ pub fn decode_payloads(lsn: u64, bytes: &[u8]) -> Result<Vec<PayloadEntry>, Engi
     decode_section(lsn, bytes)
 }
 
-/// Decodes the state section.
-pub fn decode_state(lsn: u64, bytes: &[u8]) -> Result<StateImage, EngineError> {
+/// Decodes the state section of a blob of `version`.
+pub fn decode_state(lsn: u64, version: u8, bytes: &[u8]) -> Result<StateImage, EngineError> {
+    if version == SNAPSHOT_VERSION_ONE_RULE {
+        return decode_section::<one_rule::StateImage>(lsn, bytes).map(StateImage::from);
+    }
     decode_section(lsn, bytes)
+}
+
+/// The state section of version 1, field for field, and what it is in this version.
+mod one_rule {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use serde::Deserialize;
+
+    use crate::model::{AbortRule, UploadId};
+    use crate::state::{self, Key, Object, Upload};
+
+    #[derive(Deserialize)]
+    pub struct StateImage {
+        state: State,
+        uploads: Vec<(UploadId, Upload)>,
+    }
+
+    #[derive(Deserialize)]
+    struct State {
+        buckets: BTreeMap<Arc<str>, Bucket>,
+        part_count: u64,
+        object_count: u64,
+        applied_lsn: u64,
+    }
+
+    #[derive(Deserialize)]
+    struct Bucket {
+        name: Arc<str>,
+        created_ms: u64,
+        abort_after_days: Option<u32>,
+        day_ms: u64,
+        objects: BTreeMap<Key, Object>,
+        upload_count: u64,
+    }
+
+    impl From<StateImage> for super::StateImage {
+        fn from(image: StateImage) -> super::StateImage {
+            let buckets = image
+                .state
+                .buckets
+                .into_iter()
+                .map(|(name, b)| {
+                    let lifecycle = b.abort_after_days.map(|days| AbortRule {
+                        id: AbortRule::UNNAMED_ID.to_owned(),
+                        prefix: String::new(),
+                        days,
+                    });
+                    let bucket = state::Bucket {
+                        name: b.name,
+                        created_ms: b.created_ms,
+                        lifecycle: lifecycle.into_iter().collect(),
+                        day_ms: b.day_ms,
+                        objects: b.objects,
+                        uploads: BTreeMap::new(),
+                        upload_count: b.upload_count,
+                    };
+                    (name, bucket)
+                })
+                .collect();
+            let state = state::State {
+                buckets,
+                part_count: image.state.part_count,
+                object_count: image.state.object_count,
+                applied_lsn: image.state.applied_lsn,
+                ..state::State::default()
+            };
+            super::StateImage { state, uploads: image.uploads }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Checkpoints written by version 1 (blobs a build before version 2 wrote, kept in
+    /// `engine/fixtures/`) still load.
+    #[test]
+    fn version_1_checkpoints_load() {
+        for seed in [
+            &include_bytes!("../fixtures/checkpoint-v1-a.bin")[..],
+            &include_bytes!("../fixtures/checkpoint-v1-b.bin")[..],
+        ] {
+            let sections = split(7, seed).unwrap();
+            assert_eq!(sections.version, SNAPSHOT_VERSION_ONE_RULE);
+            let image = decode_state(7, sections.version, sections.state).unwrap();
+            assert!(!image.state.buckets.is_empty());
+            decode_payloads(7, sections.payloads).unwrap();
+        }
+    }
+
+    /// A version 1 bucket's one rule (days, for every key) becomes a rule of that many days
+    /// for every key, under the id it was shown with.
+    #[test]
+    fn a_version_1_rule_becomes_an_unnamed_rule_for_every_key() {
+        // The state section of version 1 (docs/format.md §11): one bucket "b" created at 9,
+        // abort after 3 days of 1000 ms, no objects, no uploads; counters 0, 0, applied LSN 4.
+        let section = [1, 1, b'b', 1, b'b', 9, 1, 3, 0xE8, 0x07, 0, 0, 0, 0, 4, 0];
+        let image = decode_state(4, SNAPSHOT_VERSION_ONE_RULE, &section).unwrap();
+        let bucket = &image.state.buckets["b"];
+        let rule =
+            AbortRule { id: AbortRule::UNNAMED_ID.to_owned(), prefix: String::new(), days: 3 };
+        assert_eq!(bucket.lifecycle, [rule]);
+        assert_eq!((bucket.created_ms, bucket.day_ms), (9, 1000));
+        assert_eq!(image.state.applied_lsn, 4);
+        // The same bytes are not a version 2 section.
+        assert!(decode_state(4, SNAPSHOT_VERSION, &section).is_err());
+    }
 }

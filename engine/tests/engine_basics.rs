@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use tessera_engine::payload::{Checksum, ChecksumAlgorithm};
 use tessera_engine::{
-    ChecksumSpec, ChecksumType, CompletePart, Completion, Engine, EngineConfig, EngineError,
-    ListObjects, ListParts, ListUploads, ManualClock, ObjectMeta, ObjectPut, PartCopy, PartUpload,
+    AbortRule, ChecksumSpec, ChecksumType, CompletePart, Completion, Engine, EngineConfig,
+    EngineError, ListObjects, ListParts, ListUploads, ManualClock, ObjectMeta, ObjectPut, PartCopy,
+    PartUpload,
 };
 
 const MIB: usize = 1 << 20;
@@ -289,7 +290,8 @@ fn buckets_lifecycle_and_expiry() {
     ));
     let upload = e.create_upload("alice", "bk1", "k", ObjectMeta::default()).unwrap();
     assert!(matches!(e.delete_bucket("alice", "bk1"), Err(EngineError::BucketNotEmpty { .. })));
-    e.set_lifecycle("alice", "bk1", Some(2)).unwrap();
+    let rule = AbortRule { id: "two-days".to_owned(), prefix: String::new(), days: 2 };
+    e.set_lifecycle("alice", "bk1", vec![rule]).unwrap();
     assert_eq!(e.expire_due().unwrap().uploads, 0);
     f.clock.advance_ms(2 * e.config().day_ms - 1);
     assert_eq!(e.expire_due().unwrap().uploads, 0);

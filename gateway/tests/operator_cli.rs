@@ -113,7 +113,8 @@ fn fixture() -> Fixture {
     for bucket in ["photos", "logs", "scratch"] {
         engine.create_bucket("alice", bucket).unwrap();
     }
-    engine.set_lifecycle("alice", "scratch", Some(1)).unwrap();
+    let rule = tessera_engine::AbortRule { id: "r".to_owned(), prefix: String::new(), days: 1 };
+    engine.set_lifecycle("alice", "scratch", vec![rule]).unwrap();
     let a = create(&engine, "photos", "2025/a.jpg");
     part(&engine, "photos", "2025/a.jpg", &a, 1, &body(1, 20 << 10));
     part(&engine, "photos", "2025/a.jpg", &a, 2, &body(2, 20 << 10));

@@ -172,19 +172,21 @@ async fn bucket_life() {
     assert_eq!((code(&e), status(&e)), ("NoSuchBucket".to_owned(), 404));
 }
 
-fn abort_rule(days: i32) -> BucketLifecycleConfiguration {
-    BucketLifecycleConfiguration::builder()
-        .rules(
-            LifecycleRule::builder()
-                .id("cleanup")
-                .status(ExpirationStatus::Enabled)
-                .filter(LifecycleRuleFilter::builder().prefix("").build())
-                .abort_incomplete_multipart_upload(
-                    AbortIncompleteMultipartUpload::builder().days_after_initiation(days).build(),
-                )
-                .build()
-                .unwrap(),
+fn abort_rule(id: &str, prefix: &str, days: i32) -> LifecycleRule {
+    LifecycleRule::builder()
+        .id(id)
+        .status(ExpirationStatus::Enabled)
+        .filter(LifecycleRuleFilter::builder().prefix(prefix).build())
+        .abort_incomplete_multipart_upload(
+            AbortIncompleteMultipartUpload::builder().days_after_initiation(days).build(),
         )
+        .build()
+        .unwrap()
+}
+
+fn abort_rules(rules: &[(&str, &str, i32)]) -> BucketLifecycleConfiguration {
+    BucketLifecycleConfiguration::builder()
+        .set_rules(Some(rules.iter().map(|(id, p, days)| abort_rule(id, p, *days)).collect()))
         .build()
         .unwrap()
 }
@@ -202,42 +204,69 @@ async fn lifecycle_rule_dates_and_expires_uploads() {
     let without = client.create_multipart_upload().bucket("life").key("before").send().await;
     assert!(without.unwrap().abort_date().is_none());
 
+    // Rule ids are unique in a configuration.
+    let e = client
+        .put_bucket_lifecycle_configuration()
+        .bucket("life")
+        .lifecycle_configuration(abort_rules(&[("same", "", 1), ("same", "tmp/", 2)]))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!((code(&e), status(&e)), ("InvalidArgument".to_owned(), 400));
+
+    // Every key after 50 days; keys under tmp/ after 1.
+    let rules = [("cleanup", "", 50), ("scratch", "tmp/", 1)];
     client
         .put_bucket_lifecycle_configuration()
         .bucket("life")
-        .lifecycle_configuration(abort_rule(1))
+        .lifecycle_configuration(abort_rules(&rules))
         .send()
         .await
         .unwrap();
     let got = client.get_bucket_lifecycle_configuration().bucket("life").send().await.unwrap();
-    let rule = &got.rules()[0];
-    let days = rule.abort_incomplete_multipart_upload().and_then(|a| a.days_after_initiation());
-    assert_eq!(days, Some(1));
+    let shown: Vec<(&str, &str, i32)> = got
+        .rules()
+        .iter()
+        .map(|rule| {
+            let days =
+                rule.abort_incomplete_multipart_upload().and_then(|a| a.days_after_initiation());
+            let prefix = rule.filter().and_then(|f| f.prefix());
+            (rule.id().unwrap(), prefix.unwrap(), days.unwrap())
+        })
+        .collect();
+    assert_eq!(shown, rules, "the rules read back with their ids and prefixes");
 
     let created =
-        client.create_multipart_upload().bucket("life").key("later").send().await.unwrap();
+        client.create_multipart_upload().bucket("life").key("tmp/later").send().await.unwrap();
     let abort_date = created.abort_date().expect("AbortDate with a rule");
-    assert!(created.abort_rule_id().is_some());
+    assert_eq!(created.abort_rule_id(), Some("scratch"));
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let at = u64::try_from(abort_date.secs()).unwrap();
     assert!(at >= now && at <= now + day_seconds + 1, "abort date {at}, now {now}");
     let id = created.upload_id().unwrap().to_owned();
     let parts =
-        client.list_parts().bucket("life").key("later").upload_id(&id).send().await.unwrap();
+        client.list_parts().bucket("life").key("tmp/later").upload_id(&id).send().await.unwrap();
     assert_eq!(parts.abort_date(), Some(abort_date));
+    assert_eq!(parts.abort_rule_id(), Some("scratch"));
+    // The upload made before the rules has the rule for every key, from its initiation.
+    let listed = client.list_multipart_uploads().bucket("life").send().await.unwrap();
+    let before = listed.uploads().iter().find(|u| u.key() == Some("before")).unwrap();
+    let before_id = before.upload_id().unwrap();
+    let parts = client.list_parts().bucket("life").key("before").upload_id(before_id).send().await;
+    assert_eq!(parts.unwrap().abort_rule_id(), Some("cleanup"));
 
-    // After the "day", the expiry task aborts both uploads (the rule applies to those in
-    // progress too).
+    // After the "day", the expiry task aborts the upload under tmp/, and only it.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let listed = client.list_multipart_uploads().bucket("life").send().await.unwrap();
-        if listed.uploads().is_empty() {
+        let keys: Vec<&str> = listed.uploads().iter().filter_map(|u| u.key()).collect();
+        if keys == ["before"] {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "uploads not expired: {listed:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let e = client.list_parts().bucket("life").key("later").upload_id(&id).send().await;
+    let e = client.list_parts().bucket("life").key("tmp/later").upload_id(&id).send().await;
     assert_eq!(code(&e.unwrap_err()), "NoSuchUpload");
 
     client.delete_bucket_lifecycle().bucket("life").send().await.unwrap();

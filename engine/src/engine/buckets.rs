@@ -2,7 +2,8 @@
 
 use crate::engine::Engine;
 use crate::error::EngineError;
-use crate::model::BucketInfo;
+use crate::model::{AbortRule, BucketInfo};
+use crate::names::KEY_BYTES_MAX;
 use crate::names::check_bucket_name;
 use crate::record::{Op, Transition};
 use crate::state::Outcome;
@@ -44,28 +45,59 @@ impl Engine {
         self.read_state(|s| s.buckets.values().map(|b| b.info()).collect())
     }
 
-    /// Sets (or with `None` clears) the bucket's `AbortIncompleteMultipartUpload` rule: uploads
-    /// in it, those in progress included, expire `days` lifecycle days after their initiation.
+    /// Sets the bucket's `AbortIncompleteMultipartUpload` rules (empty: clears them): an upload
+    /// in it, those in progress included, expires the fewest `days` of the rules whose prefix
+    /// its key starts with after its initiation. Ids must be unique, at most 255 bytes; days at
+    /// least 1; prefixes no longer than a key; at most 1,000 rules (InvalidArgument).
     pub fn set_lifecycle(
         &self,
         actor: &str,
         bucket: &str,
-        abort_after_days: Option<u32>,
+        rules: Vec<AbortRule>,
     ) -> Result<(), EngineError> {
         self.head_bucket(bucket)?;
-        if abort_after_days == Some(0) {
+        check_rules(&rules)?;
+        let op =
+            Op::SetLifecycleRules { bucket: bucket.to_owned(), rules, day_ms: self.config.day_ms };
+        self.commit(self.transition(actor, op), None)?;
+        Ok(())
+    }
+}
+
+/// Checks a lifecycle configuration against S3's bounds.
+fn check_rules(rules: &[AbortRule]) -> Result<(), EngineError> {
+    if rules.len() > AbortRule::RULES_MAX {
+        return Err(EngineError::invalid_argument(format!(
+            "a lifecycle configuration has at most {} rules",
+            AbortRule::RULES_MAX
+        )));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for rule in rules {
+        if rule.days == 0 {
             return Err(EngineError::invalid_argument(
                 "DaysAfterInitiation must be a positive integer",
             ));
         }
-        let op = Op::SetLifecycle {
-            bucket: bucket.to_owned(),
-            abort_after_days,
-            day_ms: self.config.day_ms,
-        };
-        self.commit(self.transition(actor, op), None)?;
-        Ok(())
+        if rule.id.is_empty() || rule.id.len() > AbortRule::ID_BYTES_MAX {
+            return Err(EngineError::invalid_argument(format!(
+                "a rule's ID is 1 to {} bytes",
+                AbortRule::ID_BYTES_MAX
+            )));
+        }
+        if rule.prefix.len() > KEY_BYTES_MAX {
+            return Err(EngineError::invalid_argument(format!(
+                "a rule's prefix is at most {KEY_BYTES_MAX} bytes"
+            )));
+        }
+        if !ids.insert(rule.id.as_str()) {
+            return Err(EngineError::invalid_argument(format!(
+                "rule ID {:?} is not unique",
+                rule.id
+            )));
+        }
     }
+    Ok(())
 }
 
 /// An outcome of another kind than the operation makes: a defect, reported rather than

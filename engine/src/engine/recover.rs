@@ -37,25 +37,26 @@ impl Engine {
         let (mut state, checkpoint_lsn) = match &opened.checkpoint {
             Some(checkpoint) => {
                 let lsn = checkpoint.lsn.0;
-                let (payload_section, state_section) = snapshot::split(lsn, &checkpoint.blob)?;
+                let sections = snapshot::split(lsn, &checkpoint.blob)?;
                 // The two sections load on two threads: the payload index and the state are
                 // independent until replay.
                 let (payloads, image) = std::thread::scope(|scope| {
                     let payloads = scope.spawn(|| {
-                        snapshot::decode_payloads(lsn, payload_section)
+                        snapshot::decode_payloads(lsn, sections.payloads)
                             .and_then(|entries| Ok(payload.restore_entries(&entries)?))
                     });
-                    let image = snapshot::decode_state(lsn, state_section).and_then(|image| {
-                        let mut state = image.state;
-                        state.restore(image.uploads).map_err(|reason| {
-                            EngineError::Undecodable {
-                                what: "checkpoint",
-                                lsn,
-                                reason: reason.to_owned(),
-                            }
-                        })?;
-                        Ok(state)
-                    });
+                    let image = snapshot::decode_state(lsn, sections.version, sections.state)
+                        .and_then(|image| {
+                            let mut state = image.state;
+                            state.restore(image.uploads).map_err(|reason| {
+                                EngineError::Undecodable {
+                                    what: "checkpoint",
+                                    lsn,
+                                    reason: reason.to_owned(),
+                                }
+                            })?;
+                            Ok(state)
+                        });
                     let payloads = payloads.join().unwrap_or_else(|_| {
                         Err(EngineError::Undecodable {
                             what: "checkpoint",

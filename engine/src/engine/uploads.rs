@@ -332,7 +332,7 @@ impl Engine {
         upload_id: &str,
     ) -> Result<UploadInfo, EngineError> {
         let (id, _) = self.find_upload(bucket, key, upload_id)?;
-        self.read_state(|s| s.uploads.get(&id).map(|u| u.info(id)))
+        self.read_state(|s| s.uploads.get(&id).map(|u| s.upload_info(id, u)))
             .ok_or_else(|| EngineError::no_such_upload(id))
     }
 

@@ -6,8 +6,8 @@ use md5::{Digest as _, Md5};
 
 use crate::error::EngineError;
 use crate::model::{
-    AbortReason, BucketInfo, ChecksumType, Etag, ObjectChecksum, ObjectInfo, ObjectMeta, PartInfo,
-    UploadId, UploadInfo, WriteCondition,
+    AbortReason, AbortRule, BucketInfo, ChecksumType, Etag, ObjectChecksum, ObjectInfo, ObjectMeta,
+    PartInfo, UploadId, UploadInfo, WriteCondition,
 };
 use crate::payload::{Checksum, ChecksumAlgorithm, ContentAddress};
 use crate::record::{CompletePart, MoveRecord, Op, PartRecord, PayloadRecord, Transition};
@@ -75,9 +75,10 @@ impl Applied {
     }
 }
 
-/// When the lifecycle rule aborts an upload initiated at `initiated_ms`.
-fn abort_date(initiated_ms: u64, abort_after_days: Option<u32>, day_ms: u64) -> Option<u64> {
-    abort_after_days.map(|days| initiated_ms.saturating_add(u64::from(days).saturating_mul(day_ms)))
+/// When a bucket's lifecycle rules abort an upload at `key` initiated at `initiated_ms`.
+fn abort_date(initiated_ms: u64, key: &str, rules: &[AbortRule], day_ms: u64) -> Option<u64> {
+    AbortRule::first_for(rules, key)
+        .map(|rule| initiated_ms.saturating_add(u64::from(rule.days).saturating_mul(day_ms)))
 }
 
 fn check_version(upload: &Upload, expected: Option<u64>) -> Result<(), EngineError> {
@@ -164,7 +165,15 @@ impl State {
             Op::CreateBucket { bucket } => self.create_bucket(bucket, time_ms),
             Op::DeleteBucket { bucket } => self.delete_bucket(bucket),
             Op::SetLifecycle { bucket, abort_after_days, day_ms } => {
-                self.set_lifecycle(bucket, *abort_after_days, *day_ms)
+                let rules = abort_after_days.map(|days| AbortRule {
+                    id: AbortRule::UNNAMED_ID.to_owned(),
+                    prefix: String::new(),
+                    days,
+                });
+                self.set_lifecycle(bucket, rules.into_iter().collect(), *day_ms)
+            }
+            Op::SetLifecycleRules { bucket, rules, day_ms } => {
+                self.set_lifecycle(bucket, rules.clone(), *day_ms)
             }
             Op::CreateUpload { upload_id, bucket, key, meta, expires_ms } => {
                 let owner = transition.actor.as_str();
@@ -349,7 +358,7 @@ impl State {
         let created = Bucket {
             name: Arc::clone(&name),
             created_ms: time_ms,
-            abort_after_days: None,
+            lifecycle: Vec::new(),
             day_ms: 0,
             objects: Default::default(),
             uploads: Default::default(),
@@ -376,18 +385,22 @@ impl State {
     fn set_lifecycle(
         &mut self,
         bucket: &str,
-        abort_after_days: Option<u32>,
+        rules: Vec<AbortRule>,
         day_ms: u64,
     ) -> Result<Applied, EngineError> {
         let found = self.bucket_mut(bucket)?;
-        found.abort_after_days = abort_after_days;
+        found.lifecycle = rules;
         found.day_ms = day_ms;
         let ids: Vec<UploadId> = found.uploads.values().flatten().copied().collect();
-        // The rule applies to uploads already in progress too, from their initiation.
+        let Some(found) = self.buckets.get(bucket) else {
+            return Err(EngineError::no_such_bucket(bucket));
+        };
+        // The rules apply to uploads already in progress too, from their initiation.
         for id in ids {
             if let Some(upload) = self.uploads.get_mut(&id) {
                 self.expiry.remove(&(upload.expires_ms(), id));
-                upload.abort_ms = abort_date(upload.initiated_ms, abort_after_days, day_ms);
+                upload.abort_ms =
+                    abort_date(upload.initiated_ms, &upload.key.0, &found.lifecycle, day_ms);
                 self.expiry.insert((upload.expires_ms(), id));
             }
         }
@@ -410,7 +423,7 @@ impl State {
         let owner = self.interned.owner(new.owner);
         let meta = self.interned.meta(new.meta);
         let found = self.bucket_mut(new.bucket)?;
-        let abort_ms = abort_date(new.time_ms, found.abort_after_days, found.day_ms);
+        let abort_ms = abort_date(new.time_ms, new.key, &found.lifecycle, found.day_ms);
         let key = Key(Arc::from(new.key));
         let upload = Upload {
             bucket: Arc::clone(&found.name),
@@ -429,7 +442,7 @@ impl State {
         let position = same_key.len();
         same_key.insert(position, upload_id);
         found.upload_count = found.upload_count.saturating_add(1);
-        let info = upload.info(upload_id);
+        let info = upload.info(upload_id, &found.lifecycle);
         self.expiry.insert((upload.expires_ms(), upload_id));
         self.uploads.insert(upload_id, Box::new(upload));
         self.sort_key_uploads(&info.bucket, &info.key);

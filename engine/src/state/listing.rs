@@ -302,7 +302,7 @@ impl State {
             // Nothing asked for: an empty page, not a truncated one a client would follow
             // forever.
             return Ok(PartsPage {
-                upload: upload.info(upload_id),
+                upload: self.upload_info(upload_id, upload),
                 parts: Vec::new(),
                 is_truncated: false,
                 next_part_number_marker: None,
@@ -316,7 +316,7 @@ impl State {
         let next_part_number_marker =
             if is_truncated { parts.last().map(|p| p.part_number) } else { None };
         Ok(PartsPage {
-            upload: upload.info(upload_id),
+            upload: self.upload_info(upload_id, upload),
             parts,
             is_truncated,
             next_part_number_marker,

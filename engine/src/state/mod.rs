@@ -12,7 +12,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    BucketInfo, Etag, ObjectChecksum, ObjectInfo, ObjectMeta, PartInfo, UploadId, UploadInfo,
+    AbortRule, BucketInfo, Etag, ObjectChecksum, ObjectInfo, ObjectMeta, PartInfo, UploadId,
+    UploadInfo,
 };
 use crate::payload::{Checksum, ContentAddress, PrehashedMap, SegmentId};
 
@@ -142,8 +143,13 @@ impl Upload {
         self.abort_ms.map_or(self.ttl_expires_ms, |abort| abort.min(self.ttl_expires_ms))
     }
 
-    /// As the API shows it.
-    pub fn info(&self, upload_id: UploadId) -> UploadInfo {
+    /// As the API shows it; `rules` are its bucket's lifecycle rules (the one that sets its
+    /// abort date is named).
+    pub fn info(&self, upload_id: UploadId, rules: &[AbortRule]) -> UploadInfo {
+        let abort_rule_id = self
+            .abort_ms
+            .and_then(|_| AbortRule::first_for(rules, &self.key.0))
+            .map(|rule| rule.id.clone());
         UploadInfo {
             upload_id,
             bucket: self.bucket.to_string(),
@@ -152,6 +158,7 @@ impl Upload {
             initiated_ms: self.initiated_ms,
             expires_ms: self.expires_ms(),
             abort_ms: self.abort_ms,
+            abort_rule_id,
             version: self.version,
             meta: ObjectMeta::clone(&self.meta),
         }
@@ -216,9 +223,9 @@ pub struct Bucket {
     pub name: Arc<str>,
     /// When created.
     pub created_ms: u64,
-    /// `AbortIncompleteMultipartUpload.DaysAfterInitiation`.
-    pub abort_after_days: Option<u32>,
-    /// The length of a day for that rule.
+    /// Its `AbortIncompleteMultipartUpload` rules, in the order they were given.
+    pub lifecycle: Vec<AbortRule>,
+    /// The length of a day for those rules.
     pub day_ms: u64,
     /// Objects by key.
     pub objects: BTreeMap<Key, Object>,
@@ -236,7 +243,7 @@ impl Bucket {
         BucketInfo {
             name: self.name.to_string(),
             created_ms: self.created_ms,
-            abort_after_days: self.abort_after_days,
+            lifecycle: self.lifecycle.clone(),
         }
     }
 }
@@ -303,6 +310,12 @@ impl Interned {
 }
 
 impl State {
+    /// An upload as the API shows it, with its bucket's lifecycle rule.
+    pub fn upload_info(&self, upload_id: UploadId, upload: &Upload) -> UploadInfo {
+        let rules = self.buckets.get(&upload.bucket).map_or(&[][..], |b| &b.lifecycle[..]);
+        upload.info(upload_id, rules)
+    }
+
     /// The uploads in (bucket, key, id) order, as a checkpoint stores them.
     pub fn uploads_in_order(&self) -> impl Iterator<Item = (&UploadId, &Upload)> {
         self.buckets

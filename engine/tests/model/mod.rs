@@ -17,7 +17,7 @@ use tessera_engine::payload::{
     Checksum, ChecksumAlgorithm, ContentAddress, ENTRY_HEADER_BYTES, PayloadOptions,
 };
 use tessera_engine::{
-    Aborted, BucketInfo, ChecksumSpec, ChecksumType, CompletePart, Completion, Engine,
+    AbortRule, Aborted, BucketInfo, ChecksumSpec, ChecksumType, CompletePart, Completion, Engine,
     EngineConfig, EngineError, Etag, EtagMatch, ExpiryReport, ListObjects, ListParts, ListUploads,
     ManualClock, ObjectChecksum, ObjectInfo, ObjectMeta, ObjectPut, ObjectSummary, ObjectsPage,
     PartCopy, PartInfo, PartStored, PartUpload, PartsPage, UploadId, UploadInfo, UploadSummary,
@@ -209,10 +209,22 @@ impl MObject {
     }
 }
 
+/// When the rules abort an upload at `key` initiated at `initiated_ms`, and which rule: of
+/// those whose prefix the key starts with, the one with the fewest days, the first of equals.
+fn abort_by(rules: &[AbortRule], key: &str, initiated_ms: u64) -> (Option<u64>, Option<String>) {
+    let mut first: Option<&AbortRule> = None;
+    for rule in rules.iter().filter(|r| key.starts_with(&r.prefix)) {
+        if first.is_none_or(|f| rule.days < f.days) {
+            first = Some(rule);
+        }
+    }
+    (first.map(|r| initiated_ms + u64::from(r.days) * DAY_MS), first.map(|r| r.id.clone()))
+}
+
 #[derive(Clone, Debug)]
 struct MBucket {
     created_ms: u64,
-    abort_after_days: Option<u32>,
+    lifecycle: Vec<AbortRule>,
     objects: BTreeMap<String, MObject>,
 }
 
@@ -233,6 +245,8 @@ struct MUpload {
     initiated_ms: u64,
     ttl_expires_ms: u64,
     abort_ms: Option<u64>,
+    /// The id of the lifecycle rule that set `abort_ms`.
+    abort_rule_id: Option<String>,
     version: u64,
     meta: ObjectMeta,
     /// Its parts (frozen once it ended).
@@ -256,6 +270,7 @@ impl MUpload {
             initiated_ms: self.initiated_ms,
             expires_ms: self.expires_ms(),
             abort_ms: self.abort_ms,
+            abort_rule_id: self.abort_rule_id.clone(),
             version: self.version,
             meta: self.meta.clone(),
         }
@@ -656,9 +671,10 @@ enum Op {
     DeleteBucket {
         b: usize,
     },
+    /// Rules as (id index, prefix index, days).
     SetLifecycle {
         b: usize,
-        days: Option<u32>,
+        rules: Vec<(u8, usize, u32)>,
     },
     /// `count` uploads at once (at one clock time): of one key (`step` 0) or of consecutive
     /// keys.
@@ -852,8 +868,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         1 => bucket_index().prop_map(|b| Op::CreateBucket { b }),
         1 => bucket_index().prop_map(|b| Op::DeleteBucket { b }),
-        1 => (bucket_index(), prop::option::of(0u32..=4))
-            .prop_map(|(b, days)| Op::SetLifecycle { b, days }),
+        1 => (bucket_index(), prop::collection::vec((0u8..4, 0..PREFIXES.len(), 0u32..=4), 0..3))
+            .prop_map(|(b, rules)| Op::SetLifecycle { b, rules }),
         9 => (
             (bucket_index(), key.clone(), meta, 0..ACTORS.len()),
             (prop_oneof![2 => Just(1usize), 1 => 2usize..=3], 0usize..=1)
@@ -1082,17 +1098,13 @@ impl Run {
                 } else if self.model.buckets.contains_key(name) {
                     fail("BucketAlreadyOwnedByYou")
                 } else {
-                    Ok(BucketInfo {
-                        name: name.to_owned(),
-                        created_ms: now,
-                        abort_after_days: None,
-                    })
+                    Ok(BucketInfo { name: name.to_owned(), created_ms: now, lifecycle: Vec::new() })
                 };
                 let got = self.engine().create_bucket("alice", name);
                 if agree(op, got, want).is_ok() {
                     let bucket = MBucket {
                         created_ms: now,
-                        abort_after_days: None,
+                        lifecycle: Vec::new(),
                         objects: BTreeMap::new(),
                     };
                     self.model.buckets.insert(name.to_owned(), bucket);
@@ -1114,22 +1126,34 @@ impl Run {
                     self.model.buckets.remove(name);
                 }
             }
-            Op::SetLifecycle { b, days } => {
+            Op::SetLifecycle { b, ref rules } => {
                 let name = BUCKETS[b];
+                // Rule ids "r0", "r1", ...: one index twice is a repeated id.
+                let rules: Vec<AbortRule> = rules
+                    .iter()
+                    .map(|&(id, prefix, days)| AbortRule {
+                        id: format!("r{id}"),
+                        prefix: PREFIXES[prefix].to_owned(),
+                        days,
+                    })
+                    .collect();
+                let ids: std::collections::BTreeSet<&str> =
+                    rules.iter().map(|r| r.id.as_str()).collect();
                 let want = if !self.model.buckets.contains_key(name) {
                     fail("NoSuchBucket")
-                } else if days == Some(0) {
+                } else if rules.iter().any(|r| r.days == 0) || ids.len() < rules.len() {
                     fail("InvalidArgument")
                 } else {
                     Ok(())
                 };
-                if agree(op, self.engine().set_lifecycle("alice", name, days), want).is_ok() {
-                    self.model.buckets.get_mut(name).unwrap().abort_after_days = days;
-                    // The rule applies to uploads in progress too, from their initiation.
+                let got = self.engine().set_lifecycle("alice", name, rules.clone());
+                if agree(op, got, want).is_ok() {
+                    // The rules apply to uploads in progress too, from their initiation.
                     for u in self.model.uploads.iter_mut().filter(|u| u.live() && u.bucket == name)
                     {
-                        u.abort_ms = days.map(|d| u.initiated_ms + u64::from(d) * DAY_MS);
+                        (u.abort_ms, u.abort_rule_id) = abort_by(&rules, &u.key, u.initiated_ms);
                     }
+                    self.model.buckets.get_mut(name).unwrap().lifecycle = rules;
                 }
             }
             Op::CreateUpload { b, k, count, step, meta, actor } => {
@@ -1474,7 +1498,8 @@ impl Run {
             owner: ACTORS[actor].to_owned(),
             initiated_ms: now,
             ttl_expires_ms: now + TTL_MS,
-            abort_ms: found.abort_after_days.map(|d| now + u64::from(d) * DAY_MS),
+            abort_ms: abort_by(&found.lifecycle, key, now).0,
+            abort_rule_id: abort_by(&found.lifecycle, key, now).1,
             version: 1,
             meta,
             parts: BTreeMap::new(),
@@ -1912,7 +1937,7 @@ impl Run {
             .map(|(name, b)| BucketInfo {
                 name: name.clone(),
                 created_ms: b.created_ms,
-                abort_after_days: b.abort_after_days,
+                lifecycle: b.lifecycle.clone(),
             })
             .collect();
         assert_eq!(e.list_buckets(), buckets, "buckets");

@@ -8,7 +8,7 @@
 use std::io::Read;
 
 use tessera_engine::journal::Query;
-use tessera_engine::{Engine, EngineError, ListObjects, ListParts, ListUploads};
+use tessera_engine::{AbortRule, Engine, EngineError, ListObjects, ListParts, ListUploads};
 
 /// Key, initiation time, version, and parts (number, size, ETag).
 pub type ObservedUpload = (String, u64, u64, Vec<(u32, u64, String)>);
@@ -17,7 +17,7 @@ pub type ObservedUpload = (String, u64, u64, Vec<(u32, u64, String)>);
 /// times come from the manual clock and are the same in every run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Observed {
-    pub buckets: Vec<(String, Option<u32>)>,
+    pub buckets: Vec<(String, Vec<AbortRule>)>,
     pub uploads: Vec<ObservedUpload>,
     pub objects: Vec<(String, String, u64, Vec<u8>)>,
     /// The journal's entries as (operation, bucket, key, part number, size, time, error).
@@ -47,7 +47,7 @@ pub fn observe_with(engine: &Engine, contents: bool) -> Result<Observed, EngineE
     let mut observed =
         Observed { buckets: vec![], uploads: vec![], objects: vec![], history: vec![] };
     for bucket in engine.list_buckets() {
-        observed.buckets.push((bucket.name.clone(), bucket.abort_after_days));
+        observed.buckets.push((bucket.name.clone(), bucket.lifecycle.clone()));
         let uploads = engine.list_uploads(&bucket.name, &ListUploads::default())?;
         assert!(!uploads.is_truncated);
         for u in uploads.uploads {

@@ -3,13 +3,11 @@
 use s3s::dto::*;
 use s3s::{S3ErrorCode, S3Request, S3Response, S3Result};
 
+use tessera_engine::AbortRule;
+
 use crate::s3::convert::{owner, timestamp};
 use crate::s3::errors::{engine_error, s3_error};
 use crate::s3::{Gateway, actor};
-
-/// The id the bucket's one lifecycle rule is shown with. The engine keeps the rule's days,
-/// not the id a client gave it, so every bucket's rule reads back under this id.
-pub(crate) const ABORT_RULE_ID: &str = "abort-incomplete-multipart-upload";
 
 pub(crate) async fn create_bucket(
     gw: &Gateway,
@@ -71,9 +69,10 @@ pub(crate) fn get_bucket_location(
     Ok(S3Response::new(GetBucketLocationOutput::default()))
 }
 
-/// The days of the configuration's AbortIncompleteMultipartUpload rule, or an error naming
-/// what this store does not do (other actions, filters, several abort rules).
-fn abort_days(config: &BucketLifecycleConfiguration) -> S3Result<Option<u32>> {
+/// The configuration's enabled AbortIncompleteMultipartUpload rules, or an error naming what
+/// this store does not do (other actions; filters other than a key prefix). A rule without an
+/// id gets one, as S3 gives it one.
+fn abort_rules(config: &BucketLifecycleConfiguration) -> S3Result<Vec<AbortRule>> {
     let not_implemented = |what: &str| {
         s3_error(
             S3ErrorCode::NotImplemented,
@@ -81,8 +80,8 @@ fn abort_days(config: &BucketLifecycleConfiguration) -> S3Result<Option<u32>> {
             format!("lifecycle rules may only abort incomplete multipart uploads ({what})"),
         )
     };
-    let mut days = None;
-    for rule in &config.rules {
+    let mut rules = Vec::new();
+    for (index, rule) in config.rules.iter().enumerate() {
         if rule.expiration.is_some()
             || rule.transitions.as_ref().is_some_and(|t| !t.is_empty())
             || rule.noncurrent_version_expiration.is_some()
@@ -99,7 +98,7 @@ fn abort_days(config: &BucketLifecycleConfiguration) -> S3Result<Option<u32>> {
                     || f.object_size_greater_than.is_some()
                     || f.object_size_less_than.is_some()
                 {
-                    Err(not_implemented("filters other than an empty prefix are not supported"))
+                    Err(not_implemented("filters other than a key prefix are not supported"))
                 } else {
                     Ok(f.prefix.clone().unwrap_or_default())
                 }
@@ -107,9 +106,6 @@ fn abort_days(config: &BucketLifecycleConfiguration) -> S3Result<Option<u32>> {
             .transpose()?
             .or_else(|| rule.prefix.clone())
             .unwrap_or_default();
-        if !prefix.is_empty() {
-            return Err(not_implemented("prefix filters are not supported"));
-        }
         if rule.status.as_str() != ExpirationStatus::ENABLED {
             continue;
         }
@@ -125,11 +121,10 @@ fn abort_days(config: &BucketLifecycleConfiguration) -> S3Result<Option<u32>> {
                 "DaysAfterInitiation must be a positive integer",
             )
         })?;
-        if days.replace(n).is_some() {
-            return Err(not_implemented("one AbortIncompleteMultipartUpload rule per bucket"));
-        }
+        let id = rule.id.clone().unwrap_or_else(|| format!("abort-rule-{}", index + 1));
+        rules.push(AbortRule { id, prefix, days: n });
     }
-    Ok(days)
+    Ok(rules)
 }
 
 pub(crate) async fn put_lifecycle(
@@ -140,9 +135,9 @@ pub(crate) async fn put_lifecycle(
     let Some(config) = req.input.lifecycle_configuration else {
         return Err(s3_error(S3ErrorCode::MalformedXML, 400, "no lifecycle configuration"));
     };
-    let days = abort_days(&config)?;
+    let rules = abort_rules(&config)?;
     let bucket = req.input.bucket;
-    gw.engine.call(move |e| e.set_lifecycle(&actor, &bucket, days)).await.map_err(engine_error)?;
+    gw.engine.call(move |e| e.set_lifecycle(&actor, &bucket, rules)).await.map_err(engine_error)?;
     Ok(S3Response::new(PutBucketLifecycleConfigurationOutput::default()))
 }
 
@@ -151,28 +146,32 @@ pub(crate) fn get_lifecycle(
     req: S3Request<GetBucketLifecycleConfigurationInput>,
 ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
     let info = gw.engine.engine().head_bucket(&req.input.bucket).map_err(engine_error)?;
-    let Some(days) = info.abort_after_days else {
+    if info.lifecycle.is_empty() {
         return Err(s3_error(
             S3ErrorCode::NoSuchLifecycleConfiguration,
             404,
             "the bucket has no lifecycle configuration",
         ));
-    };
-    let rule = LifecycleRule {
-        abort_incomplete_multipart_upload: Some(AbortIncompleteMultipartUpload {
-            days_after_initiation: Some(i32::try_from(days).unwrap_or(i32::MAX)),
-        }),
-        expiration: None,
-        filter: Some(LifecycleRuleFilter { prefix: Some(String::new()), ..Default::default() }),
-        id: Some(ABORT_RULE_ID.to_owned()),
-        noncurrent_version_expiration: None,
-        noncurrent_version_transitions: None,
-        prefix: None,
-        status: ExpirationStatus::from_static(ExpirationStatus::ENABLED),
-        transitions: None,
-    };
+    }
+    let rules = info
+        .lifecycle
+        .into_iter()
+        .map(|rule| LifecycleRule {
+            abort_incomplete_multipart_upload: Some(AbortIncompleteMultipartUpload {
+                days_after_initiation: Some(i32::try_from(rule.days).unwrap_or(i32::MAX)),
+            }),
+            expiration: None,
+            filter: Some(LifecycleRuleFilter { prefix: Some(rule.prefix), ..Default::default() }),
+            id: Some(rule.id),
+            noncurrent_version_expiration: None,
+            noncurrent_version_transitions: None,
+            prefix: None,
+            status: ExpirationStatus::from_static(ExpirationStatus::ENABLED),
+            transitions: None,
+        })
+        .collect();
     Ok(S3Response::new(GetBucketLifecycleConfigurationOutput {
-        rules: Some(vec![rule]),
+        rules: Some(rules),
         transition_default_minimum_object_size: None,
     }))
 }
@@ -182,6 +181,9 @@ pub(crate) async fn delete_lifecycle(
     req: S3Request<DeleteBucketLifecycleInput>,
 ) -> S3Result<S3Response<DeleteBucketLifecycleOutput>> {
     let (actor, bucket) = (actor(&req), req.input.bucket);
-    gw.engine.call(move |e| e.set_lifecycle(&actor, &bucket, None)).await.map_err(engine_error)?;
+    gw.engine
+        .call(move |e| e.set_lifecycle(&actor, &bucket, Vec::new()))
+        .await
+        .map_err(engine_error)?;
     Ok(S3Response::new(DeleteBucketLifecycleOutput::default()))
 }

@@ -8,7 +8,6 @@ use tessera_engine::{
 };
 
 use crate::s3::body::request_body;
-use crate::s3::buckets::ABORT_RULE_ID;
 use crate::s3::conditions::Conditions;
 use crate::s3::convert::{
     ChecksumFields, STORAGE_CLASS, algorithm_dto, checksum_spec, checksum_type, checksum_type_dto,
@@ -41,7 +40,7 @@ pub(crate) async fn create(
         .map_err(engine_error)?;
     Ok(S3Response::new(CreateMultipartUploadOutput {
         abort_date: info.abort_ms.map(timestamp),
-        abort_rule_id: info.abort_ms.map(|_| ABORT_RULE_ID.to_owned()),
+        abort_rule_id: info.abort_rule_id.clone(),
         bucket: Some(input.bucket),
         key: Some(input.key),
         upload_id: Some(info.upload_id.to_string()),
@@ -206,7 +205,7 @@ pub(crate) fn list_parts(
         .collect();
     Ok(S3Response::new(ListPartsOutput {
         abort_date: upload.abort_ms.map(timestamp),
-        abort_rule_id: upload.abort_ms.map(|_| ABORT_RULE_ID.to_owned()),
+        abort_rule_id: upload.abort_rule_id.clone(),
         bucket: Some(input.bucket),
         key: Some(input.key),
         upload_id: Some(input.upload_id),
