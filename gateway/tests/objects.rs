@@ -326,6 +326,13 @@ async fn listings_page_and_group() {
         .unwrap();
     let found: Vec<&str> = under_b.contents().iter().filter_map(|o| o.key()).collect();
     assert_eq!(found, ["b/2", "b/3"]);
+    assert!(under_b.contents().iter().all(|o| o.owner().is_none()), "owners only when fetched");
+    let fetched = client.list_objects_v2().bucket("list").fetch_owner(true).send().await.unwrap();
+    let owners: Vec<Option<&str>> =
+        fetched.contents().iter().map(|o| o.owner().and_then(|w| w.id())).collect();
+    let mine = client.list_buckets().send().await.unwrap();
+    let my_id = mine.owner().and_then(|w| w.id()).expect("ListBuckets names its owner");
+    assert_eq!(owners, vec![Some(my_id); keys.len()], "fetch-owner names each object's owner");
     let first = &under_b.contents()[0];
     assert_eq!(first.size(), Some(3));
     assert_eq!(first.e_tag(), Some(format!("\"{}\"", md5_hex(b"b/2")).as_str()));
@@ -349,12 +356,14 @@ async fn listings_page_and_group() {
     let found: Vec<&str> = v1.contents().iter().filter_map(|o| o.key()).collect();
     assert_eq!(found, ["c/x/1", "d"]);
     assert_eq!(v1.is_truncated(), Some(true));
+    assert!(v1.contents().iter().all(|o| o.owner().and_then(|w| w.id()) == Some(my_id)));
 
     let versions = client.list_object_versions().bucket("list").prefix("b/").send().await.unwrap();
     let listed: Vec<(&str, &str)> =
         versions.versions().iter().map(|v| (v.key().unwrap(), v.version_id().unwrap())).collect();
     assert_eq!(listed, [("b/1", "null"), ("b/2", "null"), ("b/3", "null")]);
     assert!(versions.versions().iter().all(|v| v.is_latest() == Some(true)));
+    assert!(versions.versions().iter().all(|v| v.owner().and_then(|w| w.id()) == Some(my_id)));
 
     let e = client.list_objects_v2().bucket("list").continuation_token("%%%").send().await;
     assert_eq!(code(&e.unwrap_err()), "InvalidArgument");

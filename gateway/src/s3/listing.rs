@@ -9,12 +9,12 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
 use tessera_engine::{ListObjects, ListUploads, ObjectSummary, ObjectsPage};
 
-use crate::s3::Gateway;
 use crate::s3::convert::{
     STORAGE_CLASS, algorithm_dto, checksum_type_dto, etag, initiator, owner, page_size, size,
     timestamp,
 };
 use crate::s3::errors::{engine_error, invalid_argument};
+use crate::s3::{Gateway, actor};
 
 /// What `encoding-type=url` leaves as it is: unreserved characters and the slash.
 const URL_KEEP: &AsciiSet =
@@ -62,7 +62,10 @@ fn common_prefixes(page: &ObjectsPage, enc: Encoder) -> Vec<CommonPrefix> {
     page.common_prefixes.iter().map(|p| CommonPrefix { prefix: Some(enc.text(p)) }).collect()
 }
 
-fn object(summary: &ObjectSummary, enc: Encoder) -> Object {
+/// An object as listed; `owner` shown when the listing shows owners (ListObjects always,
+/// ListObjectsV2 with `fetch-owner=true`). Every object belongs to the gateway's one identity
+/// (the bucket owner, as with S3's BucketOwnerEnforced), which is the requester's.
+fn object(summary: &ObjectSummary, enc: Encoder, owner: Option<&Owner>) -> Object {
     Object {
         key: Some(enc.text(&summary.key)),
         e_tag: Some(etag(&summary.etag)),
@@ -71,7 +74,7 @@ fn object(summary: &ObjectSummary, enc: Encoder) -> Object {
         storage_class: Some(ObjectStorageClass::from_static(STORAGE_CLASS)),
         checksum_algorithm: summary.checksum.map(|s| vec![algorithm_dto(s.algorithm)]),
         checksum_type: summary.checksum.map(|s| checksum_type_dto(s.kind)),
-        owner: None,
+        owner: owner.cloned(),
         restore_status: None,
     }
 }
@@ -97,6 +100,7 @@ pub(crate) fn list_objects_v2(
     gw: &Gateway,
     req: S3Request<ListObjectsV2Input>,
 ) -> S3Result<S3Response<ListObjectsV2Output>> {
+    let shown = (req.input.fetch_owner == Some(true)).then(|| owner(&actor(&req)));
     let input = req.input;
     let enc = Encoder::new(input.encoding_type.as_ref());
     let start_after = match &input.continuation_token {
@@ -111,7 +115,8 @@ pub(crate) fn list_objects_v2(
         start_after,
         input.max_keys,
     )?;
-    let contents: Vec<Object> = page.objects.iter().map(|o| object(o, enc)).collect();
+    let contents: Vec<Object> =
+        page.objects.iter().map(|o| object(o, enc, shown.as_ref())).collect();
     let common = common_prefixes(&page, enc);
     let key_count = i32::try_from(contents.len() + common.len()).unwrap_or(i32::MAX);
     Ok(S3Response::new(ListObjectsV2Output {
@@ -135,6 +140,7 @@ pub(crate) fn list_objects_v1(
     gw: &Gateway,
     req: S3Request<ListObjectsInput>,
 ) -> S3Result<S3Response<ListObjectsOutput>> {
+    let shown = owner(&actor(&req));
     let input = req.input;
     let enc = Encoder::new(input.encoding_type.as_ref());
     let page = list_page(
@@ -155,7 +161,7 @@ pub(crate) fn list_objects_v1(
         // S3 sends NextMarker only with a delimiter; sending it always spares clients the
         // guess (the last key) and names common prefixes right.
         next_marker: page.next_start_after.as_ref().map(|m| enc.text(m)),
-        contents: Some(page.objects.iter().map(|o| object(o, enc)).collect()),
+        contents: Some(page.objects.iter().map(|o| object(o, enc, Some(&shown))).collect()),
         common_prefixes: Some(common_prefixes(&page, enc)),
         encoding_type: input.encoding_type,
         ..Default::default()
@@ -166,6 +172,7 @@ pub(crate) fn list_object_versions(
     gw: &Gateway,
     req: S3Request<ListObjectVersionsInput>,
 ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+    let shown = owner(&actor(&req));
     let input = req.input;
     let enc = Encoder::new(input.encoding_type.as_ref());
     let page = list_page(
@@ -189,7 +196,7 @@ pub(crate) fn list_object_versions(
             storage_class: Some(ObjectVersionStorageClass::from_static(STORAGE_CLASS)),
             checksum_algorithm: o.checksum.map(|s| vec![algorithm_dto(s.algorithm)]),
             checksum_type: o.checksum.map(|s| checksum_type_dto(s.kind)),
-            owner: None,
+            owner: Some(shown.clone()),
             restore_status: None,
         })
         .collect();
