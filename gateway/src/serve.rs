@@ -90,6 +90,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The access check names each request's operation for the request metrics.
     builder.set_access(RecordOperation);
     let metrics = Arc::new(RequestMetrics::new());
+    // Always on the path, admin listener or not: besides counting, it mends keep-alive
+    // CompleteMultipartUpload error bodies (`s3::keep_alive`).
     let service = Metered::new(builder.build(), Arc::clone(&metrics));
     let admin = AdminServer::start(args.admin_listen, engine.clone(), metrics).await?;
 

@@ -19,6 +19,8 @@ use s3s::access::{S3Access, S3AccessContext};
 use s3s::service::S3Service;
 use s3s::{HttpError, HttpResponse, S3Result, s3_error};
 
+use crate::s3::keep_alive;
+
 /// The operation label of requests refused before s3s resolved an operation.
 pub const UNRESOLVED_OPERATION: &str = "unknown";
 
@@ -120,7 +122,9 @@ impl S3Access for RecordOperation {
 }
 
 /// s3s's service, counted and timed: each request by operation and status, its latency up to
-/// the response's head (a body streamed after it, such as a GetObject's, is not timed).
+/// the response's head (a body streamed after it, such as a GetObject's, is not timed). It also
+/// mends a keep-alive CompleteMultipartUpload's body, which needs the operation's name
+/// ([`keep_alive::one_declaration`]).
 #[derive(Clone, Debug)]
 pub struct Metered {
     inner: S3Service,
@@ -153,7 +157,8 @@ impl hyper::service::Service<http::Request<Incoming>> for Metered {
             let status = result.as_ref().ok().map(|r| r.status().as_u16());
             let operation = slot.0.get().map_or(UNRESOLVED_OPERATION, String::as_str);
             metrics.record(operation, status, started.elapsed());
-            result
+            // Here because this is where the operation's name is known.
+            result.map(|r| keep_alive::one_declaration(operation, r))
         })
     }
 }

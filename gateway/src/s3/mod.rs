@@ -6,6 +6,7 @@ mod buckets;
 mod conditions;
 mod convert;
 mod errors;
+pub(crate) mod keep_alive;
 mod listing;
 mod multipart;
 mod objects;

@@ -32,6 +32,8 @@ pub struct Options {
     pub lifecycle_day_seconds: Option<u64>,
     pub keys: Option<(String, String)>,
     pub complete_keep_alive_ms: Option<u64>,
+    /// Start the admin listener (on a free port); `false` passes `--admin-listen off`.
+    pub admin_listener: bool,
 }
 
 impl Default for Options {
@@ -41,6 +43,7 @@ impl Default for Options {
             lifecycle_day_seconds: None,
             keys: None,
             complete_keep_alive_ms: None,
+            admin_listener: true,
         }
     }
 }
@@ -68,7 +71,7 @@ impl Server {
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--admin-listen")
-            .arg("127.0.0.1:0")
+            .arg(if options.admin_listener { "127.0.0.1:0" } else { "off" })
             .arg("--min-part-size")
             .arg(options.min_part_size.to_string())
             .env_remove("TESSERA_ACCESS_KEY")
