@@ -353,9 +353,9 @@ pub(crate) async fn complete(
     match waited {
         Some(joined) => Ok(S3Response::new(finish(joined)?)),
         None => {
-            // An error from here on reaches the client inside the 200 body; s3s 0.14.1 writes
-            // it with a second XML declaration, which clients cannot parse (they still see a
-            // failure): so only slow completions take this path.
+            // An error from here on reaches the client inside the 200 body, without S3's
+            // status (as on AWS). s3s 0.14.1 writes it with a second XML declaration, which
+            // `keep_alive::one_declaration` drops (in `Metered`), so the client reads its code.
             tracing::debug!("the completion goes on behind keep-alive whitespace");
             Ok(S3Response::new(CompleteMultipartUploadOutput {
                 future: Some(Box::pin(async move { finish(task.await) })),
