@@ -112,6 +112,7 @@ pub(crate) async fn run(ctx: &Ctx, from: &S3Url, local: &Path) -> anyhow::Result
     };
     let mut saver = Saver::new(state, &state_path);
     saver.save()?;
+    let kept = saver.state.parts.len();
     let received = fetch(ctx, from, &head, &items, &file, &mut saver, concurrency).await;
     let received = match received {
         Ok(r) => r,
@@ -148,6 +149,8 @@ pub(crate) async fn run(ctx: &Ctx, from: &S3Url, local: &Path) -> anyhow::Result
     println!("download: {from} to {}", local.display());
     println!("etag: {}", head.etag);
     println!("received: {received} bytes in {secs:.2} s ({rate}/s)");
+    let what = if items.first().is_some_and(|i| i.by_part) { "parts" } else { "ranges" };
+    println!("{what}: {} (received {}, already here {kept})", items.len(), items.len() - kept);
     Ok(())
 }
 

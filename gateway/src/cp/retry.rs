@@ -7,7 +7,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 use super::adapt::Adapt;
 
@@ -93,11 +93,9 @@ where
 {
     match &error {
         SdkError::TimeoutError(_) => Failure::Transient("timed out".into()),
-        SdkError::DispatchFailure(d) if d.is_user() => {
-            Failure::Fatal(format!("{}", DisplayErrorContext(&error)))
-        }
+        SdkError::DispatchFailure(d) if d.is_user() => Failure::Fatal(chain(&error)),
         SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            Failure::Transient(format!("{}", DisplayErrorContext(&error)))
+            Failure::Transient(chain(&error))
         }
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
@@ -109,8 +107,27 @@ where
                 Failure::Refused { status, code, message }
             }
         }
-        _ => Failure::Fatal(format!("{}", DisplayErrorContext(&error))),
+        _ => Failure::Fatal(chain(&error)),
     }
+}
+
+/// An error and its sources in one line (`dispatch failure: io error: ... Connection
+/// refused (os error 111)`), each message once: the SDK's own Display of the whole chain
+/// (`DisplayErrorContext`) ends in a Debug dump too long for a log line per retry.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    // Bounded: error chains are short; a cycle would be a bug in a library.
+    for _ in 0..16 {
+        let Some(e) = source else { break };
+        let message = e.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        source = e.source();
+    }
+    text
 }
 
 /// The wait before attempt `attempt + 1` (attempt counts from 1): `BACKOFF_MS_BASE × 2^(n-1)`

@@ -86,9 +86,17 @@ pub(crate) async fn run(ctx: &Ctx, local: &Path, to: &S3Url) -> anyhow::Result<(
                     String::new()
                 }
                 Resume::Complete(etag) => {
+                    // An earlier run completed it and stopped before removing the state.
                     State::remove(&state_path)?;
+                    let count = state.parts.len();
+                    let checksum = checksum::composite(
+                        state.algorithm,
+                        state.parts.values().map(|p| p.checksum.as_slice()),
+                    );
                     println!("upload: {} to {to} was already complete", local.display());
                     println!("etag: {etag}");
+                    println!("checksum: {} {checksum}", state.algorithm.name());
+                    println!("parts: {count} (sent 0, already on the server {count})");
                     return Ok(());
                 }
                 Resume::Gone => format!(
