@@ -10,7 +10,10 @@
 //!
 //! Writes `target/bench/engine.json`. Environment: `TESSERA_BENCH_SECS` (seconds per
 //! throughput point, default 5), `TESSERA_BENCH_UPLOADS` (default 1,000,000),
-//! `TESSERA_BENCH_DIR` (where stores go, default `target/`). `./scripts/bench` installs
+//! `TESSERA_BENCH_DIR` (where stores go, default `target/`), `TESSERA_BENCH_ONLY=state` (only
+//! the 1M-upload figures: recovery, listing, memory), `TESSERA_BENCH_KEEP_STATE=<dir>` (keep
+//! the loaded state there; a later run given the same directory reuses it, skipping the load
+//! and the figures that need a log without checkpoint). `./scripts/bench` installs
 //! redis-server first when it is missing.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -100,7 +103,9 @@ fn bench() -> Result<(), BoxError> {
     let mut rates: HashMap<(String, usize), f64> = HashMap::new();
     // Interleaved per client count, so that a drift of the shared disk hits every store alike.
     let only_engine = std::env::var_os("TESSERA_BENCH_ENGINE_ONLY").is_some();
-    for clients in peers::client_counts() {
+    let only_state = std::env::var("TESSERA_BENCH_ONLY").is_ok_and(|only| only == "state");
+    let client_counts = if only_state { Vec::new() } else { peers::client_counts() };
+    for clients in client_counts {
         let cpu_before = cpu_seconds()?;
         let wall = Instant::now();
         let figures = engine_point(scratch.path(), clients, duration)?;
@@ -126,7 +131,10 @@ fn bench() -> Result<(), BoxError> {
             peers::record(&mut json, peer.name(), clients, figures.as_ref());
         }
     }
-    for (peer, clients) in [("sqlite", 64), ("redb", 64), ("redis", 64), ("sqlite", 1)] {
+    for (peer, clients) in [("sqlite", 64), ("redb", 64), ("redis", 64), ("sqlite", 1)]
+        .into_iter()
+        .filter(|_| !only_state)
+    {
         let ratio =
             match (rates.get(&("engine".into(), clients)), rates.get(&(peer.into(), clients))) {
                 (Some(engine), Some(peer)) if *peer > 0.0 => number(engine / peer),
@@ -141,53 +149,74 @@ fn bench() -> Result<(), BoxError> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
     // `TESSERA_BENCH_KEEP_STATE=<dir>` keeps the loaded state there (for profiling the
-    // recovery children on their own).
+    // recovery children on their own); a run given a directory that holds a finished load
+    // reuses it.
     let state_dir = std::env::var_os("TESSERA_BENCH_KEEP_STATE")
         .map_or_else(|| scratch.path().join("state"), std::path::PathBuf::from);
-    let started = Instant::now();
-    let key_bytes = load_state(&state_dir, uploads)?;
-    let load_s = started.elapsed().as_secs_f64();
-    println!(
-        "loaded {uploads} live uploads of 3 parts in {load_s:.1} s ({:.0} transitions/s)",
-        (uploads * 4) as f64 / load_s
-    );
+    let loaded_marker = state_dir.join("bench-loaded");
+    let reused = std::fs::read_to_string(&loaded_marker)
+        .ok()
+        .and_then(|s| s.trim().split_once(' ').map(|(u, k)| (u.parse::<u64>(), k.parse::<u64>())))
+        .and_then(|(u, k)| Some((u.ok()?, k.ok()?)))
+        .filter(|&(u, _)| u == uploads);
+    let (key_bytes, cold, full_log) = if let Some((_, key_bytes)) = reused {
+        println!("reusing the state of {uploads} uploads in {}", state_dir.display());
+        (key_bytes, None, None)
+    } else {
+        let started = Instant::now();
+        let key_bytes = load_state(&state_dir, uploads)?;
+        let load_s = started.elapsed().as_secs_f64();
+        println!(
+            "loaded {uploads} live uploads of 3 parts in {load_s:.1} s ({:.0} transitions/s)",
+            (uploads * 4) as f64 / load_s
+        );
+        json.insert("state_load_s".into(), number(load_s));
+        // A fresh process per measure: its memory and timings are the recovery's alone.
+        let cold = run_child("recover-and-checkpoint", &state_dir)?;
+        // Recovery right after that first checkpoint: the whole log is still on disk (segments
+        // go once two checkpoints cover them) and open checks every frame of it.
+        let full_log = run_child("recover", &state_dir)?;
+        std::fs::write(&loaded_marker, format!("{uploads} {key_bytes}"))?;
+        (key_bytes, Some(cold), Some(full_log))
+    };
     json.insert("state_uploads".into(), uploads.into());
-    json.insert("state_load_s".into(), number(load_s));
-    // A fresh process per measure: its memory and timings are the recovery's alone.
-    let cold = run_child("recover-and-checkpoint", &state_dir)?;
-    // Recovery right after that first checkpoint: the whole log is still on disk (segments go
-    // once two checkpoints cover them) and open checks every frame of it.
-    let full_log = run_child("recover", &state_dir)?;
     // An engine that has run a while: a second checkpoint has retired the covered segments.
     run_child("checkpoint-again", &state_dir)?;
     let warm = run_child("recover", &state_dir)?;
     let get = |v: &Value, k: &str| {
         v.get(k).and_then(Value::as_f64).ok_or_else(|| format!("child gave no {k}"))
     };
-    let recovery_no_checkpoint = get(&cold, "recovery_s")?;
     let recovery = get(&warm, "recovery_s")?;
-    let recovery_full_log = get(&full_log, "recovery_s")?;
     let rss_delta = get(&warm, "rss_anon_delta_bytes")?;
     let per_upload = rss_delta / uploads as f64 - key_bytes as f64 / uploads as f64;
-    println!(
-        "recovery of {uploads} uploads: {recovery:.2} s with a recent checkpoint, {recovery_full_log:.2} s with one checkpoint and the whole log still on disk, {recovery_no_checkpoint:.2} s from the log alone"
-    );
-    println!("checkpoint of {uploads} uploads: {:.2} s", get(&cold, "checkpoint_s")?);
+    println!("recovery of {uploads} uploads: {recovery:.2} s with a recent checkpoint");
+    if let (Some(cold), Some(full_log)) = (&cold, &full_log) {
+        let recovery_no_checkpoint = get(cold, "recovery_s")?;
+        let recovery_full_log = get(full_log, "recovery_s")?;
+        println!(
+            "recovery of {uploads} uploads: {recovery_full_log:.2} s with one checkpoint and the whole log still on disk, {recovery_no_checkpoint:.2} s from the log alone"
+        );
+        println!("checkpoint of {uploads} uploads: {:.2} s", get(cold, "checkpoint_s")?);
+        json.insert("recovery_s_1m_no_checkpoint".into(), number(recovery_no_checkpoint));
+        json.insert("recovery_s_1m_full_log".into(), number(recovery_full_log));
+        json.insert(
+            "checkpoint_s_1m".into(),
+            cold.get("checkpoint_s").cloned().unwrap_or(Value::Null),
+        );
+    }
     println!("list-uploads page of 1000 by prefix: {:.3} ms (median)", get(&warm, "list_page_ms")?);
     println!(
         "resident memory per live upload: {per_upload:.0} bytes (key bytes excluded; {} bytes of anonymous memory in all)",
         rss_delta
     );
     json.insert("recovery_s_1m".into(), number(recovery));
-    json.insert("recovery_s_1m_no_checkpoint".into(), number(recovery_no_checkpoint));
-    json.insert("recovery_s_1m_full_log".into(), number(recovery_full_log));
-    json.insert("checkpoint_s_1m".into(), cold.get("checkpoint_s").cloned().unwrap_or(Value::Null));
     json.insert("list_page_ms_1m".into(), warm.get("list_page_ms").cloned().unwrap_or(Value::Null));
     json.insert("rss_bytes_per_upload".into(), number(per_upload));
     json.insert("seconds_per_point".into(), number(secs));
     let out = peers::target_dir().join("bench");
     std::fs::create_dir_all(&out)?;
-    let path = out.join("engine.json");
+    // A partial run does not overwrite the full run's figures.
+    let path = out.join(if only_state { "engine-state.json" } else { "engine.json" });
     std::fs::write(&path, serde_json::to_string_pretty(&Value::Object(json))?)?;
     println!("wrote {}", path.display());
     Ok(())

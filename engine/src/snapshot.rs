@@ -137,10 +137,13 @@ pub fn decode_payloads(lsn: u64, bytes: &[u8]) -> Result<Vec<PayloadEntry>, Engi
 
 /// Decodes the state section of a blob of `version`.
 pub fn decode_state(lsn: u64, version: u8, bytes: &[u8]) -> Result<StateImage, EngineError> {
-    if version == SNAPSHOT_VERSION_ONE_RULE {
-        return decode_section::<one_rule::StateImage>(lsn, bytes).map(StateImage::from);
-    }
-    decode_section(lsn, bytes)
+    let image = if version == SNAPSHOT_VERSION_ONE_RULE {
+        decode_section::<one_rule::StateImage>(lsn, bytes).map(StateImage::from)
+    } else {
+        decode_section(lsn, bytes)
+    };
+    crate::state::decode::forget_recent();
+    image
 }
 
 /// The state section of version 1, field for field, and what it is in this version.

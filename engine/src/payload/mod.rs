@@ -30,6 +30,7 @@ mod compact;
 mod digest;
 mod error;
 mod format;
+mod index;
 mod ingest;
 mod read;
 mod recovery;
@@ -53,6 +54,7 @@ pub use self::error::{PayloadCorruption, PayloadError};
 pub use self::format::{
     ENTRY_HEADER_BYTES, PAYLOAD_SEGMENT_HEADER_BYTES, parse_segment_name, segment_name,
 };
+pub use self::index::DenseMap;
 pub(crate) use self::ingest::check_expected;
 pub use self::ingest::{IngestWriter, Pending, Receipt};
 pub use self::read::{PayloadReader, VerifyReport};
@@ -124,7 +126,7 @@ struct Inner {
 /// The index and the segments, behind one mutex (held briefly; never across I/O).
 #[derive(Debug, Default)]
 struct State {
-    entries: PrehashedMap<ContentAddress, Entry>,
+    entries: DenseMap<ContentAddress, Entry>,
     segments: BTreeMap<SegmentId, Segment>,
     /// Active segments no ingest holds now.
     idle: Vec<SegmentId>,
@@ -143,7 +145,9 @@ struct Entry {
     refs: u64,
     /// References held by `Pending` ingests whose records are not committed yet. While any is
     /// held the entry does not move: a record is written with the location its ingest got.
-    pending: u64,
+    /// Each is a `Pending` in memory (an ingest in flight), so 32 bits are ample; with
+    /// `verified` they share one word (memory per upload is a benchmark figure).
+    pending: u32,
     /// Checked against its SHA-256 since open (or written by this process).
     verified: bool,
 }
@@ -158,7 +162,7 @@ impl Entry {
     }
 
     fn is_live(&self) -> bool {
-        self.refs + self.pending > 0
+        self.refs > 0 || self.pending > 0
     }
 }
 

@@ -16,7 +16,7 @@ use crate::payload::address::{ContentAddress, Location, SegmentId};
 use crate::payload::error::{PayloadCorruption, PayloadError};
 use crate::payload::format::{self, PAYLOAD_SEGMENT_HEADER_BYTES};
 use crate::payload::segments::check_segment_file;
-use crate::payload::{Entry, Inner, PayloadOptions, PayloadStore, Segment, State};
+use crate::payload::{DenseMap, Entry, Inner, PayloadOptions, PayloadStore, Segment, State};
 
 /// What `finish_recovery` did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -82,10 +82,30 @@ impl PayloadStore {
         entries: &[(ContentAddress, Location, u64)],
     ) -> Result<(), PayloadError> {
         let mut state = self.inner.state.lock();
-        state.entries.reserve(entries.len());
-        for (address, location, refs) in entries {
-            state.recover_ref(*address, location, *refs)?;
+        let ascending = entries.windows(2).all(|pair| matches!(pair, [a, b] if a.0 < b.0));
+        if !ascending || !state.entries.is_empty() {
+            state.entries.reserve(entries.len());
+            for (address, location, refs) in entries {
+                state.recover_ref(*address, location, *refs)?;
+            }
+            return Ok(());
         }
+        // A checkpoint lists each address once, in ascending order (`snapshot`): into an empty
+        // index, each entry goes as `recover_ref` would put it, without a lookup.
+        state.check_recovering()?;
+        let mut pairs = Vec::with_capacity(entries.len());
+        for (address, location, refs) in entries {
+            if let Location::Segment { segment, offset, len } = *location {
+                check_location(address, location)?;
+                state.note_segment(segment);
+                if *refs > 0 {
+                    let entry =
+                        Entry { segment, offset, len, refs: *refs, pending: 0, verified: false };
+                    pairs.push((*address, entry));
+                }
+            }
+        }
+        state.entries = DenseMap::from_distinct_pairs(pairs);
         Ok(())
     }
 

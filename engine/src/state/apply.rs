@@ -444,7 +444,7 @@ impl State {
         found.upload_count = found.upload_count.saturating_add(1);
         let info = upload.info(upload_id, &found.lifecycle);
         self.expiry.insert((upload.expires_ms(), upload_id));
-        self.uploads.insert(upload_id, Box::new(upload));
+        self.uploads.insert(upload_id, upload);
         self.sort_key_uploads(&info.bucket, &info.key);
         Ok(Applied::plain(Outcome::UploadCreated(info)))
     }
@@ -520,7 +520,7 @@ impl State {
                 }
             }
         }
-        Some(*upload)
+        Some(upload)
     }
 
     fn complete(&mut self, c: &Completion<'_>) -> Result<Applied, EngineError> {

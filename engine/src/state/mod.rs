@@ -15,7 +15,7 @@ use crate::model::{
     AbortRule, BucketInfo, Etag, ObjectChecksum, ObjectInfo, ObjectMeta, PartInfo, UploadId,
     UploadInfo,
 };
-use crate::payload::{Checksum, ContentAddress, PrehashedMap, SegmentId};
+use crate::payload::{Checksum, ContentAddress, DenseMap, SegmentId};
 
 pub(crate) use self::apply::part_number;
 pub use self::apply::{Applied, Effect, Outcome};
@@ -28,13 +28,17 @@ pub use self::listing::{
 /// bytes so that a listing can seek to a byte string that is not itself a valid key (the first
 /// key after every key under a prefix).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Key(pub Arc<str>);
+pub struct Key(#[serde(deserialize_with = "decode::fresh_str")] pub Arc<str>);
 
 impl Borrow<[u8]> for Key {
     fn borrow(&self) -> &[u8] {
         self.0.as_bytes()
     }
 }
+
+/// The uploads in progress of one key, in id order. Nearly always one: it is held inline then,
+/// with no allocation of its own (memory per upload is a benchmark figure).
+pub type KeyUploads = smallvec::SmallVec<[UploadId; 1]>;
 
 /// Where a part's bytes are.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +60,82 @@ pub struct InlinePayload {
     /// The bytes.
     #[serde(with = "arc_bytes")]
     pub bytes: Arc<[u8]>,
+}
+
+/// Decoding a checkpoint's uploads without the allocations a derived `Deserialize` makes: a
+/// string straight into its `Arc` (not through a `String`), and the names and metadata most
+/// uploads repeat shared from their first decoding (recovery time and memory per upload are
+/// benchmark figures). The wire format is a derived one's.
+pub(crate) mod decode {
+    use std::cell::RefCell;
+    use std::sync::Arc;
+
+    use serde::de::{Deserialize, Deserializer, Error, Visitor};
+
+    use crate::model::ObjectMeta;
+
+    /// Strings this thread decoded lately (bucket and owner names), at most this many.
+    const RECENT_MAX: usize = 8;
+
+    thread_local! {
+        static RECENT: RefCell<Vec<Arc<str>>> = const { RefCell::new(Vec::new()) };
+        static DEFAULT_META: Arc<ObjectMeta> = Arc::default();
+    }
+
+    /// Forgets what this thread shared (a decoded state owns its values).
+    pub fn forget_recent() {
+        RECENT.with_borrow_mut(Vec::clear);
+    }
+
+    struct StrVisitor {
+        shared: bool,
+    }
+
+    impl Visitor<'_> for StrVisitor {
+        type Value = Arc<str>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+
+        fn visit_str<E: Error>(self, s: &str) -> Result<Arc<str>, E> {
+            if !self.shared {
+                return Ok(Arc::from(s));
+            }
+            Ok(RECENT.with_borrow_mut(|recent| {
+                if let Some(found) = recent.iter().find(|r| ***r == *s) {
+                    return Arc::clone(found);
+                }
+                let fresh: Arc<str> = Arc::from(s);
+                if recent.len() == RECENT_MAX {
+                    recent.remove(0);
+                }
+                recent.push(Arc::clone(&fresh));
+                fresh
+            }))
+        }
+    }
+
+    /// A string in one allocation of its own.
+    pub fn fresh_str<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<str>, D::Error> {
+        deserializer.deserialize_str(StrVisitor { shared: false })
+    }
+
+    /// A string shared with the same string decoded lately on this thread.
+    pub fn shared_str<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<str>, D::Error> {
+        deserializer.deserialize_str(StrVisitor { shared: true })
+    }
+
+    /// Metadata, shared if it is the default.
+    pub fn shared_meta<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Arc<ObjectMeta>, D::Error> {
+        let meta = ObjectMeta::deserialize(deserializer)?;
+        if meta == ObjectMeta::default() {
+            return Ok(DEFAULT_META.with(Arc::clone));
+        }
+        Ok(Arc::new(meta))
+    }
 }
 
 /// Shared bytes as one byte string (the wire format of a sequence of `u8`, in one copy).
@@ -118,10 +198,12 @@ impl Part {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Upload {
     /// Its bucket.
+    #[serde(deserialize_with = "decode::shared_str")]
     pub bucket: Arc<str>,
     /// Its key.
     pub key: Key,
     /// Who created it.
+    #[serde(deserialize_with = "decode::shared_str")]
     pub owner: Arc<str>,
     /// When.
     pub initiated_ms: u64,
@@ -132,6 +214,7 @@ pub struct Upload {
     /// Bumped by every transition on it.
     pub version: u64,
     /// What the object will carry.
+    #[serde(deserialize_with = "decode::shared_meta")]
     pub meta: Arc<ObjectMeta>,
     /// Its parts, by ascending number.
     pub parts: Vec<Part>,
@@ -232,7 +315,7 @@ pub struct Bucket {
     /// Uploads in progress by key, each key's in id order (initiation order). Not part of a
     /// checkpoint: rebuilt from the uploads by `rebuild_indexes`.
     #[serde(skip)]
-    pub uploads: BTreeMap<Key, Vec<UploadId>>,
+    pub uploads: BTreeMap<Key, KeyUploads>,
     /// Uploads in progress.
     pub upload_count: u64,
 }
@@ -253,10 +336,10 @@ impl Bucket {
 pub struct State {
     /// Buckets by name.
     pub buckets: BTreeMap<Arc<str>, Bucket>,
-    /// Uploads in progress, boxed: a slot of the table stays small (memory per upload is a
-    /// benchmark figure). A checkpoint stores them apart, in key order (`uploads_in_order`).
+    /// Uploads in progress, stored densely (memory per upload is a benchmark figure). A
+    /// checkpoint stores them apart, in key order (`uploads_in_order`).
     #[serde(skip)]
-    pub uploads: PrehashedMap<UploadId, Box<Upload>>,
+    pub uploads: DenseMap<UploadId, Upload>,
     /// Uploads by when they expire. Not part of a checkpoint: rebuilt from the uploads.
     #[serde(skip)]
     pub expiry: BTreeSet<(u64, UploadId)>,
@@ -321,7 +404,7 @@ impl State {
         self.buckets
             .values()
             .flat_map(|b| b.uploads.values().flatten())
-            .filter_map(|id| self.uploads.get_key_value(id).map(|(id, upload)| (id, &**upload)))
+            .filter_map(|id| self.uploads.get_key_value(id))
     }
 
     /// Completes a state just decoded from a checkpoint with its uploads (in the order
@@ -343,12 +426,12 @@ impl State {
         if uploads.iter().any(|(_, u)| !self.buckets.contains_key(&u.bucket)) {
             return Err("an upload names a bucket the checkpoint lacks");
         }
-        self.uploads.reserve(uploads.len());
         let mut by_expiry = Vec::with_capacity(uploads.len());
         // Runs of one bucket's uploads, each in key order: the index is built from sorted input.
-        let mut index: Vec<(Key, Vec<UploadId>)> = Vec::new();
+        let mut index: Vec<(Key, KeyUploads)> = Vec::new();
         let mut bucket_of_run: Option<Arc<str>> = None;
-        for (id, mut upload) in uploads {
+        let mut uploads = uploads;
+        for (id, upload) in &mut uploads {
             if let Some(bucket) = self.buckets.get(&upload.bucket) {
                 upload.bucket = Arc::clone(&bucket.name);
             }
@@ -361,20 +444,22 @@ impl State {
                 bucket_of_run = Some(Arc::clone(&upload.bucket));
             }
             match index.last_mut() {
-                Some((key, ids)) if *key == upload.key => ids.push(id),
-                _ => index.push((upload.key.clone(), vec![id])),
+                Some((key, ids)) if *key == upload.key => ids.push(*id),
+                _ => index.push((upload.key.clone(), smallvec::smallvec![*id])),
             }
-            by_expiry.push((upload.expires_ms(), id));
-            self.uploads.insert(id, Box::new(upload));
+            by_expiry.push((upload.expires_ms(), *id));
         }
         self.finish_index(bucket_of_run, index);
+        // The decoded vector becomes the map's storage: no upload moves or is allocated again.
+        // The ids are distinct (strictly increasing (bucket, key, id) order).
+        self.uploads = DenseMap::from_pairs(uploads);
         by_expiry.sort_unstable();
         self.expiry = by_expiry.into_iter().collect();
         self.intern_objects();
         Ok(())
     }
 
-    fn finish_index(&mut self, bucket: Option<Arc<str>>, index: Vec<(Key, Vec<UploadId>)>) {
+    fn finish_index(&mut self, bucket: Option<Arc<str>>, index: Vec<(Key, KeyUploads)>) {
         let Some(bucket) = bucket.and_then(|name| self.buckets.get_mut(&name)) else { return };
         bucket.upload_count = index.iter().map(|(_, ids)| ids.len() as u64).sum();
         // Sorted input: `collect` checks the order in one pass and builds the tree in bulk.
