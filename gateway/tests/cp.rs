@@ -312,6 +312,8 @@ enum Fault {
     Answer(u16, &'static str),
     /// Closes the connection without an answer.
     Drop,
+    /// Passes it to the server and flips one bit near the start of the answer's body.
+    Corrupt,
 }
 
 /// A request as the proxy's policy sees it.
@@ -455,7 +457,12 @@ impl Shared {
             let index = self.seen.fetch_add(1, Ordering::Relaxed);
             match policy(&Seen { method, target, index }) {
                 Fault::Forward => {
-                    self.forward(&head, &body, &mut client);
+                    self.forward(&head, &body, &mut client, false);
+                    return;
+                }
+                Fault::Corrupt => {
+                    self.injected.fetch_add(1, Ordering::Relaxed);
+                    self.forward(&head, &body, &mut client, true);
                     return;
                 }
                 Fault::Drop => {
@@ -483,7 +490,7 @@ impl Shared {
 
     /// Sends one request to the server and relays its answer; the client connection closes
     /// after it (the server's answer to `Connection: close` says so).
-    fn forward(&self, head: &[String], body: &[u8], client: &mut TcpStream) {
+    fn forward(&self, head: &[String], body: &[u8], client: &mut TcpStream, corrupt: bool) {
         let delay = self.delay_ms.load(Ordering::Relaxed);
         if delay > 0 {
             std::thread::sleep(Duration::from_millis(delay));
@@ -503,7 +510,20 @@ impl Shared {
         if upstream.write_all(&out).is_err() {
             return;
         }
-        let _ = std::io::copy(&mut upstream, client);
+        if !corrupt {
+            let _ = std::io::copy(&mut upstream, client);
+            return;
+        }
+        let mut answer = Vec::new();
+        if upstream.read_to_end(&mut answer).is_err() {
+            return;
+        }
+        let body_at = answer.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |i| i + 4);
+        // 100 bytes in: past a chunked body's first size line, inside its first chunk.
+        if answer.len() > body_at + 200 {
+            answer[body_at + 100] ^= 0x04;
+        }
+        let _ = client.write_all(&answer);
     }
 }
 
@@ -867,4 +887,118 @@ fn injected_503s_and_dropped_connections_are_retried_and_logged() {
     assert!(injected_down > 3, "{injected_down}");
     assert_eq!(ran.retries() as u64, injected_down, "{}", ran.stderr);
     assert!(std::fs::read(&local).unwrap() == bytes);
+}
+
+#[test]
+fn downloads_check_each_part_or_the_whole_against_what_the_server_gives() {
+    let (dir, server) = server();
+    let rt = runtime();
+    // A client that adds no checksum of its own (the SDK's default adds a CRC32).
+    let client = aws_sdk_s3::Client::from_conf(
+        server
+            .client()
+            .config()
+            .to_builder()
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
+            .build(),
+    );
+    // An object of one PutObject without a checksum (its ETag a plain MD5), fetched in three
+    // ranges; an object of three parts without checksums (ETag the MD5 of their MD5s).
+    let whole = data(3 * PART + 5, 41);
+    rt.block_on(client.put_object().bucket(BUCKET).key("plain").body(whole.clone().into()).send())
+        .unwrap();
+    let parts = data(3 * PART, 43);
+    let id = rt
+        .block_on(client.create_multipart_upload().bucket(BUCKET).key("parted").send())
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_owned();
+    let mut done = Vec::new();
+    for (i, chunk) in parts.chunks(PART).enumerate() {
+        let n = i as i32 + 1;
+        let out = rt
+            .block_on(
+                client
+                    .upload_part()
+                    .bucket(BUCKET)
+                    .key("parted")
+                    .upload_id(&id)
+                    .part_number(n)
+                    .body(chunk.to_vec().into())
+                    .send(),
+            )
+            .unwrap();
+        done.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(n)
+                .e_tag(out.e_tag().unwrap())
+                .build(),
+        );
+    }
+    rt.block_on(
+        client
+            .complete_multipart_upload()
+            .bucket(BUCKET)
+            .key("parted")
+            .upload_id(&id)
+            .multipart_upload(
+                aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                    .set_parts(Some(done))
+                    .build(),
+            )
+            .send(),
+    )
+    .unwrap();
+    // And one tessera cp uploaded, whose parts carry CRC32C checksums.
+    let checked = data(3 * PART, 47);
+    let file = dir.path().join("checked");
+    std::fs::write(&file, &checked).unwrap();
+    let cp = Cp::new(&server, &server.endpoint);
+    cp.upload(&file, "checked", &[]).ok();
+
+    // Through a proxy that flips a bit in the answer to the second GetObject from now.
+    let corrupt_next = Arc::new(AtomicU64::new(u64::MAX));
+    let target = Arc::clone(&corrupt_next);
+    let proxy = Proxy::start(&server.addr, move |seen| {
+        if seen.is_get() && !seen.target.contains("?attributes") {
+            let n = target.fetch_sub(1, Ordering::Relaxed);
+            if n == 1 {
+                return Fault::Corrupt;
+            }
+        }
+        Fault::Forward
+    });
+    let cp = Cp::new(&server, &proxy.endpoint);
+    let part = PART.to_string();
+    let one_at_a_time = ["--concurrency", "1", "--part-size", part.as_str()];
+
+    // Each part checked against its checksum: the damaged one is fetched again.
+    corrupt_next.store(2, Ordering::Relaxed);
+    let local = dir.path().join("checked.down");
+    let ran = cp.download("checked", &local, &one_at_a_time).ok();
+    assert_eq!(ran.retries(), 1, "{}", ran.stderr);
+    assert!(ran.stderr.contains("checksum mismatch"), "{}", ran.stderr);
+    assert!(std::fs::read(&local).unwrap() == checked);
+
+    // Parts without checksums: the MD5 of their MD5s against the ETag catches the damage.
+    corrupt_next.store(2, Ordering::Relaxed);
+    let local = dir.path().join("parted.down");
+    let ran = cp.download("parted", &local, &one_at_a_time).failed();
+    assert!(ran.stderr.contains("do not match the object's ETag"), "{}", ran.stderr);
+    assert!(!local.exists());
+    cp.download("parted", &local, &[]).ok();
+    assert!(std::fs::read(&local).unwrap() == parts);
+
+    // Ranges of a plain object: the whole file's MD5 against the ETag.
+    corrupt_next.store(2, Ordering::Relaxed);
+    let local = dir.path().join("plain.down");
+    let ran = cp.download("plain", &local, &one_at_a_time).failed();
+    assert!(ran.stderr.contains("do not match the object's ETag"), "{}", ran.stderr);
+    assert!(!local.exists());
+    let ran = cp.download("plain", &local, &["--part-size", part.as_str()]).ok();
+    assert!(ran.stdout.contains("ranges: 4 "), "{}", ran.stdout);
+    assert!(std::fs::read(&local).unwrap() == whole);
 }

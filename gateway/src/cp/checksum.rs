@@ -97,9 +97,9 @@ impl Digests {
     }
 }
 
-/// Both digests, computed while bytes go by.
+/// Both digests, computed while bytes go by (or the checksum alone).
 pub struct Hasher {
-    md5: md5::Md5,
+    md5: Option<md5::Md5>,
     inner: Inner,
 }
 
@@ -111,20 +111,22 @@ enum Inner {
 }
 
 impl Hasher {
-    /// A hasher for `algorithm`.
+    /// A hasher of the MD5 and `algorithm`'s checksum.
     pub fn new(algorithm: Algorithm) -> Hasher {
-        let inner = match algorithm {
-            Algorithm::Crc32 => Inner::Crc32(crc32fast::Hasher::new()),
-            Algorithm::Crc32c => Inner::Crc32c(0),
-            Algorithm::Sha1 => Inner::Sha1(sha1::Sha1::new()),
-            Algorithm::Sha256 => Inner::Sha256(sha2::Sha256::new()),
-        };
-        Hasher { md5: md5::Md5::new(), inner }
+        Hasher { md5: Some(md5::Md5::new()), inner: Inner::new(algorithm) }
+    }
+
+    /// A hasher of `algorithm`'s checksum alone (MD5 costs more than any CRC): its
+    /// [`Digests::md5`] is zeros.
+    pub fn without_md5(algorithm: Algorithm) -> Hasher {
+        Hasher { md5: None, inner: Inner::new(algorithm) }
     }
 
     /// Adds bytes.
     pub fn update(&mut self, data: &[u8]) {
-        self.md5.update(data);
+        if let Some(md5) = &mut self.md5 {
+            md5.update(data);
+        }
         match &mut self.inner {
             Inner::Crc32(h) => h.update(data),
             Inner::Crc32c(crc) => *crc = crc32c::crc32c_append(*crc, data),
@@ -141,7 +143,18 @@ impl Hasher {
             Inner::Sha1(h) => h.finalize().to_vec(),
             Inner::Sha256(h) => h.finalize().to_vec(),
         };
-        Digests { md5: self.md5.finalize().into(), checksum }
+        Digests { md5: self.md5.map_or([0; 16], |m| m.finalize().into()), checksum }
+    }
+}
+
+impl Inner {
+    fn new(algorithm: Algorithm) -> Inner {
+        match algorithm {
+            Algorithm::Crc32 => Inner::Crc32(crc32fast::Hasher::new()),
+            Algorithm::Crc32c => Inner::Crc32c(0),
+            Algorithm::Sha1 => Inner::Sha1(sha1::Sha1::new()),
+            Algorithm::Sha256 => Inner::Sha256(sha2::Sha256::new()),
+        }
     }
 }
 

@@ -13,13 +13,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context as _, anyhow, bail};
-use aws_sdk_s3::types::{ChecksumMode, ObjectAttributes};
+use aws_sdk_s3::types::{ChecksumMode, ChecksumType, ObjectAttributes};
 
 use super::adapt::Adapt;
 use super::checksum::{self, Algorithm, Hasher, bare_etag, checksum_of};
 use super::plan::{self, PART_COUNT_MAX, part_range};
 use super::progress::{Progress, human};
-use super::retry::{Failure, classify, retry};
+use super::retry::{Failure, chain, classify, retry};
 use super::state::{Direction, Identity, PartRecord, State, StateError, StateLock};
 use super::transfer::{Saver, run_parts};
 use super::{Ctx, S3Url, absolute, now_ms};
@@ -35,6 +35,23 @@ struct Head {
     etag: String,
     /// The algorithm of the object's checksum, if it has one.
     algorithm: Option<Algorithm>,
+    /// The checksum is composite (a checksum of its parts' checksums, `...-N`): each part's
+    /// GET then answers with that part's own checksum.
+    composite: bool,
+}
+
+/// How a download's bytes are checked against what the server says of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Check {
+    /// Each part against the checksum its GET answers with (an object with a composite
+    /// checksum); no MD5 is computed.
+    PartChecksums,
+    /// Each part's MD5, then the MD5 of the MD5s against the ETag (`...-N`).
+    PartMd5s,
+    /// The whole file's MD5 against the ETag, a plain MD5 (an object from one PutObject).
+    WholeMd5,
+    /// Nothing the server gives can check it (an ETag of neither kind, no checksums listed).
+    Unchecked,
 }
 
 /// One GET of the download.
@@ -63,7 +80,8 @@ pub(crate) async fn run(ctx: &Ctx, from: &S3Url, local: &Path) -> anyhow::Result
     let started = Instant::now();
     let head = head(ctx, from).await?;
     let algorithm = head.algorithm.unwrap_or(ctx.args.checksum_algorithm);
-    let (items, part_bytes, concurrency) = layout(ctx, from, &head).await?;
+    let layout = layout(ctx, from, &head).await?;
+    let (items, part_bytes) = (&layout.items, layout.part_bytes);
     let previous = match State::load(&state_path) {
         Ok(s) => s,
         Err(e @ StateError::Damaged { .. }) if ctx.args.restart => {
@@ -110,14 +128,15 @@ pub(crate) async fn run(ctx: &Ctx, from: &S3Url, local: &Path) -> anyhow::Result
         remote_etag: head.etag.clone(),
         parts,
     };
-    let mut saver = Saver::new(state, &state_path);
-    saver.save()?;
+    let mut saver = Saver::new(state, &state_path, Some(Arc::clone(&file)));
+    saver.save().await?;
     let kept = saver.state.parts.len();
-    let received = fetch(ctx, from, &head, &items, &file, &mut saver, concurrency).await;
+    let received = fetch(ctx, from, &head, &layout, &file, &mut saver).await;
     let received = match received {
         Ok(r) => r,
         Err(e) => {
-            let saved = file.sync_data().map_err(anyhow::Error::from).and_then(|()| saver.save());
+            // The saver syncs the partial file before it records the parts.
+            let saved = saver.save().await;
             eprintln!(
                 "{} of {} ranges are downloaded; run the same command again to resume (state: {})",
                 saver.state.parts.len(),
@@ -128,7 +147,17 @@ pub(crate) async fn run(ctx: &Ctx, from: &S3Url, local: &Path) -> anyhow::Result
             return Err(e);
         }
     };
-    verify(&head, &items, &saver.state, &file).await?;
+    if let Err(e) = verify(&head, &layout, &saver.state, &file).await {
+        // Which part is wrong cannot be told from a whole-object check: nothing here is worth
+        // resuming from.
+        drop(file);
+        let _ = fs::remove_file(&temp);
+        State::remove(&state_path)?;
+        return Err(e.context(format!(
+            "{from}: the download failed its check and was removed; run the same command again \
+             to download it anew"
+        )));
+    }
     file.sync_all().with_context(|| format!("{}: sync", temp.display()))?;
     drop(file);
     fs::rename(&temp, &local)
@@ -196,21 +225,43 @@ async fn head(ctx: &Ctx, from: &S3Url) -> anyhow::Result<Head> {
     let algorithm = [Algorithm::Crc32, Algorithm::Crc32c, Algorithm::Sha1, Algorithm::Sha256]
         .into_iter()
         .find(|a| checksum_of!(out, *a).is_some());
-    Ok(Head { size, etag, algorithm })
+    let composite = match out.checksum_type() {
+        Some(t) => *t == ChecksumType::Composite,
+        None => algorithm
+            .and_then(|a| checksum_of!(out, a))
+            .is_some_and(|c| c.rsplit_once('-').is_some_and(|(_, n)| n.parse::<u32>().is_ok())),
+    };
+    Ok(Head { size, etag, algorithm, composite })
+}
+
+/// The GETs of a download.
+struct Layout {
+    items: Vec<Item>,
+    /// The state's `part_bytes`: the ranges' size, 0 for parts.
+    part_bytes: u64,
+    concurrency: u32,
+    check: Check,
 }
 
 /// The GETs: the object's parts when the server lists them (GetObjectAttributes), else ranges
-/// of the part-size rule's size. Returns them, the state's `part_bytes` (0 for parts) and the
-/// concurrency.
-async fn layout(ctx: &Ctx, from: &S3Url, head: &Head) -> anyhow::Result<(Vec<Item>, u64, u32)> {
-    let parts_in_etag =
-        bare_etag(&head.etag).rsplit_once('-').and_then(|(_, n)| n.parse::<u32>().ok());
+/// of the part-size rule's size; and how their bytes are checked.
+async fn layout(ctx: &Ctx, from: &S3Url, head: &Head) -> anyhow::Result<Layout> {
+    let etag = bare_etag(&head.etag);
+    let parts_in_etag = etag.rsplit_once('-').and_then(|(_, n)| n.parse::<u32>().ok());
     if let Some(n) = parts_in_etag
-        && n > 1
+        && n >= 1
         && let Some(items) = object_parts(ctx, from, head, n).await
     {
         let count = u32::try_from(items.len()).unwrap_or(u32::MAX);
-        return Ok((items, 0, ctx.args.concurrency.min(count).max(1)));
+        // A GET streams its part to the file through a small buffer: memory does not bound
+        // the concurrency of a download.
+        let concurrency = ctx.args.concurrency.min(count).max(1);
+        let check = if head.algorithm.is_some() && head.composite {
+            Check::PartChecksums
+        } else {
+            Check::PartMd5s
+        };
+        return Ok(Layout { items, part_bytes: 0, concurrency, check });
     }
     let plan = plan::plan(head.size, &ctx.args.limits())?;
     let chunk = plan.part_bytes;
@@ -222,7 +273,9 @@ async fn layout(ctx: &Ctx, from: &S3Url, head: &Head) -> anyhow::Result<(Vec<Ite
             Item { number: n, by_part: false, offset, len }
         })
         .collect();
-    Ok((items, chunk, plan.concurrency))
+    let plain_md5 = etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit());
+    let check = if plain_md5 { Check::WholeMd5 } else { Check::Unchecked };
+    Ok(Layout { items, part_bytes: chunk, concurrency: plan.concurrency, check })
 }
 
 /// The object's parts from GetObjectAttributes (paged), if the server lists all `n` of them
@@ -268,11 +321,11 @@ async fn fetch(
     ctx: &Ctx,
     from: &S3Url,
     head: &Head,
-    items: &[Item],
+    layout: &Layout,
     file: &Arc<File>,
     saver: &mut Saver,
-    concurrency: u32,
 ) -> anyhow::Result<u64> {
+    let items = &layout.items;
     let done_bytes: u64 = saver.state.parts.values().map(|p| p.size_bytes).sum();
     let pending: Vec<u32> = items
         .iter()
@@ -283,7 +336,7 @@ async fn fetch(
     let progress =
         Progress::new(head.size, items.len() as u64, done_bytes, saver.state.parts.len() as u64);
     let ticker = progress.start(ctx.args.quiet);
-    let adapt = Arc::new(Adapt::new(concurrency));
+    let adapt = Arc::new(Adapt::new(layout.concurrency));
     let received = Arc::new(AtomicU64::new(0));
     let task = GetTask {
         client: ctx.client.clone(),
@@ -291,11 +344,14 @@ async fn fetch(
         key: from.key.clone(),
         etag: head.etag.clone(),
         algorithm: saver.state.algorithm,
+        check: layout.check,
+        // One range is the whole object: its MD5 is the whole file's, with no second pass.
+        md5: layout.check == Check::PartMd5s
+            || (layout.check == Check::WholeMd5 && items.len() == 1),
         file: Arc::clone(file),
         adapt: Arc::clone(&adapt),
         received: Arc::clone(&received),
     };
-    let sync_file = Arc::clone(file);
     let result = run_parts(
         pending,
         &adapt,
@@ -307,9 +363,9 @@ async fn fetch(
         |n, record: PartRecord| {
             progress.add_bytes(record.size_bytes);
             progress.add_part();
+            // Recorded in the file only once its bytes are durable (the saver syncs first).
             saver.state.parts.insert(n, record);
-            // A range is recorded only once its bytes are durable.
-            saver.changed(|| sync_file.sync_data())
+            saver.changed()
         },
     )
     .await;
@@ -325,6 +381,9 @@ struct GetTask {
     key: String,
     etag: String,
     algorithm: Algorithm,
+    check: Check,
+    /// Whether each GET computes the MD5 of its bytes.
+    md5: bool,
     file: Arc<File>,
     adapt: Arc<Adapt>,
     received: Arc<AtomicU64>,
@@ -373,9 +432,23 @@ impl GetTask {
                 item.number, item.offset
             )));
         }
-        let expected =
-            if item.by_part { checksum_of!(out, self.algorithm).map(str::to_owned) } else { None };
-        let mut hasher = Hasher::new(self.algorithm);
+        let expected = if self.check == Check::PartChecksums {
+            let theirs = checksum_of!(out, self.algorithm).ok_or_else(|| {
+                Failure::Fatal(format!(
+                    "part {} came without its {} checksum, which the object has",
+                    item.number,
+                    self.algorithm.name()
+                ))
+            })?;
+            Some(theirs.to_owned())
+        } else {
+            None
+        };
+        let mut hasher = if self.md5 {
+            Hasher::new(self.algorithm)
+        } else {
+            Hasher::without_md5(self.algorithm)
+        };
         let mut at = item.offset;
         let mut buf = Vec::with_capacity(WRITE_BYTES);
         let mut total = 0u64;
@@ -384,7 +457,7 @@ impl GetTask {
                 .body
                 .try_next()
                 .await
-                .map_err(|e| Failure::Transient(format!("reading the body: {e}")))?;
+                .map_err(|e| Failure::Transient(format!("reading the body: {}", chain(&e))))?;
             let last = chunk.is_none();
             if let Some(chunk) = &chunk {
                 hasher.update(chunk);
@@ -423,33 +496,37 @@ impl GetTask {
     }
 }
 
-/// Checks the whole file against the object's ETag: the MD5 of the parts' MD5s when it went
-/// by parts; the MD5 of the bytes when the ETag is a plain MD5.
+/// Checks the whole file against what the server says of the object, as `layout.check`
+/// decides: nothing more for parts each checked against their checksum; the MD5 of the parts'
+/// MD5s against the ETag; the whole file's MD5 against a plain-MD5 ETag.
 async fn verify(
     head: &Head,
-    items: &[Item],
+    layout: &Layout,
     state: &State,
     file: &Arc<File>,
 ) -> anyhow::Result<()> {
     let etag = bare_etag(&head.etag);
-    let by_parts = items.first().is_some_and(|i| i.by_part);
-    let computed = if by_parts {
-        bare_etag(&checksum::multipart_etag(state.parts.values().map(|p| &p.md5)))
-    } else if etag.len() == 32 && !etag.contains('-') {
-        match (items, state.parts.values().next()) {
+    let computed = match layout.check {
+        Check::PartChecksums => return Ok(()),
+        Check::PartMd5s => {
+            bare_etag(&checksum::multipart_etag(state.parts.values().map(|p| &p.md5)))
+        }
+        Check::WholeMd5 => match (layout.items.as_slice(), state.parts.values().next()) {
             ([_], Some(p)) => hex::encode(p.md5),
             _ => {
                 let file = Arc::clone(file);
                 let size = head.size;
                 tokio::task::spawn_blocking(move || md5_of(&file, size)).await??
             }
+        },
+        Check::Unchecked => {
+            eprintln!(
+                "note: the ETag {} is not an MD5, the object lists no parts and has no \
+                 checksum; the download is not checked against it",
+                head.etag
+            );
+            return Ok(());
         }
-    } else {
-        eprintln!(
-            "note: the ETag {} is not an MD5 and the parts are not listed; the download is not checked against it",
-            head.etag
-        );
-        return Ok(());
     };
     if computed != etag {
         bail!(

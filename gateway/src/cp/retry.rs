@@ -114,7 +114,7 @@ where
 /// An error and its sources in one line (`dispatch failure: io error: ... Connection
 /// refused (os error 111)`), each message once: the SDK's own Display of the whole chain
 /// (`DisplayErrorContext`) ends in a Debug dump too long for a log line per retry.
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     // Bounded: error chains are short; a cycle would be a bug in a library.

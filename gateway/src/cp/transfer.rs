@@ -4,13 +4,15 @@
 //! still in flight are dropped; the server discards them).
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::anyhow;
-use tokio::task::JoinSet;
+use anyhow::{Context as _, anyhow};
+use futures_util::FutureExt as _;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::Interrupted;
@@ -64,37 +66,74 @@ where
     }
 }
 
-/// The state of a transfer in progress and when it was last written.
+/// The state of a transfer in progress, written in the background while the parts go on.
+///
+/// A write takes a snapshot of the state, then, on a blocking thread, syncs the data file
+/// (a download's: a part is recorded only once its bytes are durable, and every recorded
+/// part's bytes were written before the snapshot) and rewrites the state file. At most one
+/// write runs at a time, and each begins after the one before it ended, so an older snapshot
+/// never lands over a newer one.
 pub struct Saver {
     /// The state.
     pub state: State,
-    path: std::path::PathBuf,
+    path: PathBuf,
+    /// Synced before each write of the state (a download's partial file).
+    data: Option<Arc<File>>,
     unsaved: u32,
     last: Instant,
+    running: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Saver {
-    /// A state living at `path` (not written yet).
-    pub fn new(state: State, path: &Path) -> Saver {
-        Saver { state, path: path.to_path_buf(), unsaved: 0, last: Instant::now() }
+    /// A state living at `path` (not written yet); `data`, if any, is synced before each write.
+    pub fn new(state: State, path: &Path, data: Option<Arc<File>>) -> Saver {
+        Saver {
+            state,
+            path: path.to_path_buf(),
+            data,
+            unsaved: 0,
+            last: Instant::now(),
+            running: None,
+        }
     }
 
-    /// Notes a change; writes the state if `SAVE_INTERVAL` has passed or `SAVE_PARTS_MAX`
-    /// changes wait. `before` runs first (a download syncs its file there).
-    pub fn changed(&mut self, before: impl FnOnce() -> std::io::Result<()>) -> anyhow::Result<()> {
+    /// Notes a change; starts a write in the background if `SAVE_INTERVAL` has passed or
+    /// `SAVE_PARTS_MAX` changes wait, unless one is still running (the next change starts it).
+    /// Reports the error of a write that failed since.
+    pub fn changed(&mut self) -> anyhow::Result<()> {
         self.unsaved += 1;
-        if self.unsaved >= SAVE_PARTS_MAX || self.last.elapsed() >= SAVE_INTERVAL {
-            before()?;
-            self.save()?;
+        if self.unsaved < SAVE_PARTS_MAX && self.last.elapsed() < SAVE_INTERVAL {
+            return Ok(());
         }
+        if self.running.as_ref().is_some_and(|r| !r.is_finished()) {
+            return Ok(());
+        }
+        if let Some(running) = self.running.take() {
+            // It has finished, so this does not wait.
+            running.now_or_never().context("a finished write of the state was not ready")???;
+        }
+        self.running = Some(self.start());
         Ok(())
     }
 
-    /// Writes the state now.
-    pub fn save(&mut self) -> anyhow::Result<()> {
-        tokio::task::block_in_place(|| self.state.save(&self.path))?;
+    /// Writes the state now, after the write in the background if one runs.
+    pub async fn save(&mut self) -> anyhow::Result<()> {
+        if let Some(running) = self.running.take() {
+            running.await??;
+        }
+        self.start().await?
+    }
+
+    fn start(&mut self) -> JoinHandle<anyhow::Result<()>> {
+        let (state, path, data) = (self.state.clone(), self.path.clone(), self.data.clone());
         self.unsaved = 0;
         self.last = Instant::now();
-        Ok(())
+        tokio::task::spawn_blocking(move || {
+            if let Some(data) = data {
+                data.sync_data().context("syncing the partial file")?;
+            }
+            state.save(&path)?;
+            Ok(())
+        })
     }
 }

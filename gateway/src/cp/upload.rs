@@ -151,8 +151,8 @@ async fn multipart(
     let concurrency = ctx.args.concurrency.min(memory_parts).min(count).max(1);
     // The server's word replaces the file's.
     state.parts = acked.iter().map(|(n, a)| (*n, a.record.clone())).collect();
-    let mut saver = Saver::new(state, state_path);
-    saver.save()?;
+    let mut saver = Saver::new(state, state_path, None);
+    saver.save().await?;
     let resumed_parts = acked.len();
     let resumed_bytes: u64 = acked.values().map(|a| a.record.size_bytes).sum();
     let pending: Vec<u32> = (1..=count).filter(|n| !acked.contains_key(n)).collect();
@@ -189,13 +189,13 @@ async fn multipart(
             progress.add_part();
             saver.state.parts.insert(n, a.record.clone());
             acked.insert(n, a);
-            saver.changed(|| Ok(()))
+            saver.changed()
         },
     )
     .await;
     ticker.finish();
     if let Err(e) = result {
-        let saved = saver.save();
+        let saved = saver.save().await;
         eprintln!(
             "{} of {count} parts are on the server; run the same command again to resume \
              (state: {})",
@@ -207,7 +207,7 @@ async fn multipart(
     }
     // Every part recorded before completing: should the answer be lost (a crash, a dropped
     // connection), the next run finds the object by the MD5 of these MD5s (`already_complete`).
-    saver.save()?;
+    saver.save().await?;
     let (etag, checksum) = complete(ctx, &saver.state, &acked, to).await?;
     State::remove(state_path)?;
     let sent_parts = sent.parts.load(Ordering::Relaxed);
@@ -275,22 +275,28 @@ impl PartTask {
         let body = Bytes::from(data);
         let number = i32::try_from(n)?;
         let what = format!("UploadPart {n}");
-        let out = retry(&what, Some(&self.adapt), || {
-            self.sent.bytes.fetch_add(len, Ordering::Relaxed);
-            let request = self
-                .client
-                .upload_part()
-                .bucket(&self.bucket)
-                .key(&self.key)
-                .upload_id(&self.upload_id)
-                .part_number(number)
-                .content_md5(digests.content_md5())
-                .body(ByteStream::from(body.clone()));
-            let request = with_checksum!(request, self.algorithm, digests.checksum_b64());
-            async move { request.send().await.map_err(classify) }
-        })
-        .await
-        .with_context(|| what.clone())?;
+        let out =
+            retry(&what, Some(&self.adapt), || {
+                self.sent.bytes.fetch_add(len, Ordering::Relaxed);
+                let request = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(&self.key)
+                    .upload_id(&self.upload_id)
+                    .part_number(number)
+                    .content_md5(digests.content_md5())
+                    .body(ByteStream::from(body.clone()));
+                let request = with_checksum!(request, self.algorithm, digests.checksum_b64());
+                // UNSIGNED-PAYLOAD: the signature covers Content-MD5 and the checksum header,
+                // which the server checks against the bytes, so a SHA-256 of every byte on both
+                // sides (SigV4's payload hash) would add nothing but CPU.
+                async move {
+                    request.customize().disable_payload_signing().send().await.map_err(classify)
+                }
+            })
+            .await
+            .with_context(|| what.clone())?;
         self.sent.parts.fetch_add(1, Ordering::Relaxed);
         self.adapt.on_success(len);
         self.progress.add_bytes(len);
@@ -352,7 +358,8 @@ async fn put_single(
             .content_md5(digests.content_md5())
             .body(ByteStream::from(body.clone()));
         let request = with_checksum!(request, algorithm, digests.checksum_b64());
-        async move { request.send().await.map_err(classify) }
+        // UNSIGNED-PAYLOAD, as UploadPart (PartTask::send) says why.
+        async move { request.customize().disable_payload_signing().send().await.map_err(classify) }
     })
     .await
     .context("PutObject")?;
