@@ -314,6 +314,9 @@ enum Fault {
     Drop,
     /// Passes it to the server and flips one bit near the start of the answer's body.
     Corrupt,
+    /// Passes it to the server and closes the connection without relaying the answer (the
+    /// request took effect; the client cannot know).
+    LoseAnswer,
 }
 
 /// A request as the proxy's policy sees it.
@@ -411,6 +414,22 @@ impl Proxy {
     }
 }
 
+/// A request as the proxy sends it on: its head without `Connection` and `Expect`, then
+/// `Connection: close`, then its body.
+fn request_bytes(head: &[String], body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1024 + body.len());
+    for line in head.iter().take(head.len() - 1) {
+        let name = line.split(':').next().unwrap_or("").trim();
+        if name.eq_ignore_ascii_case("connection") || name.eq_ignore_ascii_case("expect") {
+            continue;
+        }
+        out.extend_from_slice(line.as_bytes());
+    }
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
@@ -465,6 +484,12 @@ impl Shared {
                     self.forward(&head, &body, &mut client, true);
                     return;
                 }
+                Fault::LoseAnswer => {
+                    self.injected.fetch_add(1, Ordering::Relaxed);
+                    let mut sink = std::io::sink();
+                    self.forward_to(&head, &body, &mut sink);
+                    return;
+                }
                 Fault::Drop => {
                     self.injected.fetch_add(1, Ordering::Relaxed);
                     return;
@@ -490,6 +515,15 @@ impl Shared {
 
     /// Sends one request to the server and relays its answer; the client connection closes
     /// after it (the server's answer to `Connection: close` says so).
+    /// Sends one request to the server and copies its whole answer to `out`.
+    fn forward_to(&self, head: &[String], body: &[u8], out: &mut impl Write) {
+        let backend = self.backend.lock().unwrap().clone();
+        let Ok(mut upstream) = TcpStream::connect(&backend) else { return };
+        if upstream.write_all(&request_bytes(head, body)).is_ok() {
+            let _ = std::io::copy(&mut upstream, out);
+        }
+    }
+
     fn forward(&self, head: &[String], body: &[u8], client: &mut TcpStream, corrupt: bool) {
         let delay = self.delay_ms.load(Ordering::Relaxed);
         if delay > 0 {
@@ -497,17 +531,7 @@ impl Shared {
         }
         let backend = self.backend.lock().unwrap().clone();
         let Ok(mut upstream) = TcpStream::connect(&backend) else { return };
-        let mut out = Vec::with_capacity(1024 + body.len());
-        for line in head.iter().take(head.len() - 1) {
-            let name = line.split(':').next().unwrap_or("").trim();
-            if name.eq_ignore_ascii_case("connection") || name.eq_ignore_ascii_case("expect") {
-                continue;
-            }
-            out.extend_from_slice(line.as_bytes());
-        }
-        out.extend_from_slice(b"Connection: close\r\n\r\n");
-        out.extend_from_slice(body);
-        if upstream.write_all(&out).is_err() {
+        if upstream.write_all(&request_bytes(head, body)).is_err() {
             return;
         }
         if !corrupt {
@@ -1001,4 +1025,61 @@ fn downloads_check_each_part_or_the_whole_against_what_the_server_gives() {
     let ran = cp.download("plain", &local, &["--part-size", part.as_str()]).ok();
     assert!(ran.stdout.contains("ranges: 4 "), "{}", ran.stdout);
     assert!(std::fs::read(&local).unwrap() == whole);
+}
+
+#[test]
+fn a_vanished_upload_is_not_resumed_without_restart_and_a_lost_completion_is_recognised() {
+    let (dir, server) = server();
+    let (proxy, refuse) = refusing_proxy(&server);
+    let cp = Cp::new(&server, &proxy.endpoint);
+    let bytes = data(16 * PART, 53);
+    let file = dir.path().join("vanished");
+    std::fs::write(&file, &bytes).unwrap();
+    cp.upload(&file, "vanished", &["--concurrency", "1"]).failed();
+    refuse.store(false, Ordering::Relaxed);
+    // The upload goes away on the server (an operator, or its expiry).
+    let rt = runtime();
+    let client = server.client();
+    let listed = rt.block_on(client.list_multipart_uploads().bucket(BUCKET).send()).unwrap();
+    let [upload] = listed.uploads() else { panic!("{listed:?}") };
+    rt.block_on(
+        client
+            .abort_multipart_upload()
+            .bucket(BUCKET)
+            .key("vanished")
+            .upload_id(upload.upload_id().unwrap())
+            .send(),
+    )
+    .unwrap();
+    let ran = cp.upload(&file, "vanished", &[]).failed();
+    assert!(ran.stderr.contains("is gone from the server"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("--restart"), "{}", ran.stderr);
+    let ran = cp.upload(&file, "vanished", &["--restart"]).ok();
+    assert_eq!(ran.parts(), (16, 0));
+    assert_eq!(server_view(&server, "vanished"), (etag_of(&bytes, PART, false), 0));
+
+    // CompleteMultipartUpload takes effect but its answer is lost, and the retry is answered
+    // NoSuchUpload, as S3 answers once an upload is complete (tessera serve answers a repeat
+    // as the first; the proxy plays S3): the client finds the object its parts make.
+    let completes = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&completes);
+    let proxy = Proxy::start(&server.addr, move |seen| {
+        if !(seen.method == "POST" && seen.query("uploadId").is_some()) {
+            return Fault::Forward;
+        }
+        match counted.fetch_add(1, Ordering::Relaxed) {
+            0 => Fault::LoseAnswer,
+            1 => Fault::Answer(404, "NoSuchUpload"),
+            _ => Fault::Forward,
+        }
+    });
+    let cp = Cp::new(&server, &proxy.endpoint);
+    let bytes = data(8 * PART, 59);
+    std::fs::write(&file, &bytes).unwrap();
+    let ran = cp.upload(&file, "completed", &[]).ok();
+    assert_eq!(completes.load(Ordering::Relaxed), 2, "{}", ran.stderr);
+    assert!(ran.stderr.contains("retry: CompleteMultipartUpload"), "{}", ran.stderr);
+    assert_eq!(ran.field("etag"), etag_of(&bytes, PART, false));
+    assert_eq!(server_view(&server, "completed"), (etag_of(&bytes, PART, false), 0));
+    assert!(cp.state_files().is_empty());
 }
