@@ -1083,3 +1083,142 @@ fn a_vanished_upload_is_not_resumed_without_restart_and_a_lost_completion_is_rec
     assert_eq!(server_view(&server, "completed"), (etag_of(&bytes, PART, false), 0));
     assert!(cp.state_files().is_empty());
 }
+
+// ---------------------------------------------------------------------------------------------
+// https:// endpoints, through a TLS-terminating relay in Python (python3 runs the client tests
+// too). The certificates were made once with openssl for this test alone (EC P-256, valid to
+// 2126): a CA, and a certificate for the address 127.0.0.1 that it signed.
+
+const TEST_CA_PEM: &str = "-----BEGIN CERTIFICATE-----\n\
+MIIBkDCCATegAwIBAgIUIiLkiqw6efSJgjW0j3LXtEvDRKMwCgYIKoZIzj0EAwIw\n\
+HTEbMBkGA1UEAwwSdGVzc2VyYSBjcCB0ZXN0IENBMCAXDTI2MTEyNDE1NTQxMVoY\n\
+DzIxMjYxMDMxMTU1NDExWjAdMRswGQYDVQQDDBJ0ZXNzZXJhIGNwIHRlc3QgQ0Ew\n\
+WTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAASDdNTObbTpDC1b7cAoM35X8Te+lXjJ\n\
+HTysFjb+8YQRA5xrAB7ROX2J0EtQTNw+Rddoo/+4xsZ5P+nPzYrca8Quo1MwUTAd\n\
+BgNVHQ4EFgQUTERTIxyl3uBUGTcbHwe/WjcKnM0wHwYDVR0jBBgwFoAUTERTIxyl\n\
+3uBUGTcbHwe/WjcKnM0wDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNHADBE\n\
+AiAvgpSpTuuAkicyfVgRcSXQZXFXM9v5/6ky66k3WCqoUwIgYf36vtv+jUEpZHc9\n\
+/6aTo9xJzSvFWc6nrULGGNJ7ShE=\n\
+-----END CERTIFICATE-----
+";
+const TEST_CERT_PEM: &str = "-----BEGIN CERTIFICATE-----\n\
+MIIBkjCCATmgAwIBAgIUZ+6mhqMCKwcOAg6PY6s0uR/xrhkwCgYIKoZIzj0EAwIw\n\
+HTEbMBkGA1UEAwwSdGVzc2VyYSBjcCB0ZXN0IENBMCAXDTI2MTEyNDE1NTQxMVoY\n\
+DzIxMjYxMDMxMTU1NDExWjAUMRIwEAYDVQQDDAkxMjcuMC4wLjEwWTATBgcqhkjO\n\
+PQIBBggqhkjOPQMBBwNCAARn8ryEJ6lYcaqMNWoas3N3p9u2je6FgWf4MZQzjuDg\n\
+v7Utzyjk14fAYMU3P5IFIVvheimbKKtp7rSqsMW7ffyLo14wXDAPBgNVHREECDAG\n\
+hwR/AAABMAkGA1UdEwQCMAAwHQYDVR0OBBYEFAEV3qqereuoyIRPMv30fPE+2gD7\n\
+MB8GA1UdIwQYMBaAFExEUyMcpd7gVBk3Gx8Hv1o3CpzNMAoGCCqGSM49BAMCA0cA\n\
+MEQCID43y6SWtjaVKhZlUT/KQCpCN8IWQWlE7kUumMn6idx4AiBE4D3r7dLaqJ58\n\
+x2DYdN8H/MBStFgCpL3NwR/YAqT0/g==\n\
+-----END CERTIFICATE-----
+";
+const TEST_KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----\n\
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgK3V4Qwj8CCjjgepw\n\
+nZTtj3UhPtm/RpHn5Ovspt2f6IyhRANCAARn8ryEJ6lYcaqMNWoas3N3p9u2je6F\n\
+gWf4MZQzjuDgv7Utzyjk14fAYMU3P5IFIVvheimbKKtp7rSqsMW7ffyL\n\
+-----END PRIVATE KEY-----
+";
+
+/// Accepts TLS on a free 127.0.0.1 port (printed first), relays each connection to the port
+/// given as argv[1].
+const TLS_RELAY_PY: &str = r#"
+import socket, ssl, sys, threading
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("cert.pem", "key.pem")
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(64)
+print(srv.getsockname()[1], flush=True)
+def pipe(a, b):
+    try:
+        while True:
+            d = a.recv(65536)
+            if not d:
+                break
+            b.sendall(d)
+    except Exception:
+        pass
+    finally:
+        try:
+            b.shutdown(socket.SHUT_WR)
+        except Exception:
+            pass
+def handle(c):
+    try:
+        s = ctx.wrap_socket(c, server_side=True)
+    except Exception:
+        c.close()
+        return
+    u = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    threading.Thread(target=pipe, args=(s, u), daemon=True).start()
+    pipe(u, s)
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=handle, args=(c,), daemon=True).start()
+"#;
+
+/// The TLS relay, killed when dropped.
+struct TlsRelay {
+    child: Child,
+    endpoint: String,
+}
+
+impl TlsRelay {
+    fn start(dir: &Path, backend: &str) -> TlsRelay {
+        std::fs::write(dir.join("cert.pem"), TEST_CERT_PEM).unwrap();
+        std::fs::write(dir.join("key.pem"), TEST_KEY_PEM).unwrap();
+        std::fs::write(dir.join("relay.py"), TLS_RELAY_PY).unwrap();
+        let port = backend.rsplit(':').next().unwrap();
+        let mut child = Command::new("python3")
+            .arg("relay.py")
+            .arg(port)
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 for the TLS relay");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        TlsRelay { child, endpoint: format!("https://127.0.0.1:{}", line.trim()) }
+    }
+}
+
+impl Drop for TlsRelay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_https_endpoint_works_with_a_trusted_certificate_and_fails_at_once_without() {
+    let (dir, server) = server();
+    let relay_dir = dir.path().join("tls");
+    std::fs::create_dir_all(&relay_dir).unwrap();
+    let relay = TlsRelay::start(&relay_dir, &server.addr);
+    let cp = Cp::new(&server, &relay.endpoint);
+    let bytes = data(3 * PART + 9, 61);
+    let file = dir.path().join("tls.bin");
+    std::fs::write(&file, &bytes).unwrap();
+
+    // The system does not trust the test CA: refused at once, no retry.
+    let ran = cp.upload(&file, "tls", &[]).failed();
+    assert!(ran.stderr.contains("invalid peer certificate"), "{}", ran.stderr);
+    assert_eq!(ran.retries(), 0, "{}", ran.stderr);
+
+    // Trusted through SSL_CERT_FILE: up and down.
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, TEST_CA_PEM).unwrap();
+    let trusting = |args: &[&str]| {
+        let mut command = cp.command(args);
+        command.env("SSL_CERT_FILE", &ca);
+        wait(command.spawn().unwrap())
+    };
+    let to = format!("s3://{BUCKET}/tls");
+    let part = PART.to_string();
+    let ran = trusting(&[file.to_str().unwrap(), &to, "--part-size", &part]).ok();
+    assert_eq!(ran.field("etag"), etag_of(&bytes, PART, false));
+    let local = dir.path().join("tls.down");
+    trusting(&[&to, local.to_str().unwrap()]).ok();
+    assert!(std::fs::read(&local).unwrap() == bytes);
+}

@@ -37,6 +37,7 @@ use aws_config::meta::region::RegionProviderChain;
 use aws_config::profile::{ProfileFileCredentialsProvider, ProfileFileRegionProvider};
 use aws_config::provider_config::ProviderConfig;
 use aws_sdk_s3::Client;
+use aws_smithy_http_client::tls;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use clap::Args;
@@ -254,7 +255,11 @@ async fn run_async(args: CpArgs, stop: CancellationToken) -> anyhow::Result<()> 
 /// environment, then the profile. Never the instance metadata service (no network beyond the
 /// endpoint). Retries are ours (`retry.rs`), and so are checksums.
 async fn client(args: &CpArgs) -> anyhow::Result<(Client, String)> {
-    let http = aws_smithy_http_client::Builder::new().build_http();
+    // rustls with ring for https:// endpoints (AWS), trusting the system's certificates
+    // (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured); http:// goes without TLS.
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+        .build_https();
     // The profile providers get our HTTP client too (a profile may assume a role through
     // STS); without one they panic on first use.
     let provider_config = ProviderConfig::without_region().with_http_client(http.clone());
@@ -301,14 +306,12 @@ async fn client(args: &CpArgs) -> anyhow::Result<(Client, String)> {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => format!("aws:{region}"),
     };
-    if !endpoint.starts_with("http://") {
-        bail!(
-            "tessera cp speaks plain HTTP only (this build has no TLS stack): give an http:// \
-             --endpoint-url (got {endpoint})"
-        );
-    }
+    // Path-style addressing (`endpoint/bucket/key`) for an endpoint of one's own, as the aws
+    // cli uses for one: an address such as 127.0.0.1 has no bucket subdomains. AWS itself
+    // gets virtual-hosted style (`bucket.s3.region.amazonaws.com`), as it prefers.
+    let path_style = sdk.endpoint_url().is_some();
     let config = aws_sdk_s3::config::Builder::from(&sdk)
-        .force_path_style(true)
+        .force_path_style(path_style)
         .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(ResponseChecksumValidation::WhenRequired)

@@ -95,7 +95,17 @@ where
         SdkError::TimeoutError(_) => Failure::Transient("timed out".into()),
         SdkError::DispatchFailure(d) if d.is_user() => Failure::Fatal(chain(&error)),
         SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            Failure::Transient(chain(&error))
+            let why = chain(&error);
+            // A certificate the client does not trust fails the same way every time; the
+            // connector reports it as an I/O error, so only its words tell it apart.
+            if why.contains("invalid peer certificate") {
+                Failure::Fatal(format!(
+                    "{why} (SSL_CERT_FILE or SSL_CERT_DIR can name certificates to trust besides \
+                     the system's)"
+                ))
+            } else {
+                Failure::Transient(why)
+            }
         }
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
