@@ -1222,3 +1222,34 @@ fn an_https_endpoint_works_with_a_trusted_certificate_and_fails_at_once_without(
     trusting(&[&to, local.to_str().unwrap()]).ok();
     assert!(std::fs::read(&local).unwrap() == bytes);
 }
+
+#[test]
+fn a_source_written_to_during_its_upload_is_not_completed() {
+    let (dir, server) = server();
+    let proxy = Proxy::start(&server.addr, |_| Fault::Forward);
+    proxy.delay_ms(20);
+    let cp = Cp::new(&server, &proxy.endpoint);
+    let file = dir.path().join("growing");
+    std::fs::write(&file, data(32 * PART, 67)).unwrap();
+    let to = format!("s3://{BUCKET}/growing");
+    let part = PART.to_string();
+    let child =
+        cp.spawn(&[file.to_str().unwrap(), &to, "--part-size", &part, "--concurrency", "2"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while proxy.seen() < 6 {
+        assert!(Instant::now() < deadline, "the upload made no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Written in place (the same inode the client reads), its size unchanged.
+    let changed = data(32 * PART, 71);
+    let mut f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    f.write_all(&changed).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    let ran = wait(child).failed();
+    assert!(ran.stderr.contains("changed during its upload"), "{}", ran.stderr);
+    proxy.delay_ms(0);
+    let ran = cp.upload(&file, "growing", &["--restart"]).ok();
+    assert_eq!(ran.field("etag"), etag_of(&changed, PART, false));
+    assert_eq!(server_view(&server, "growing"), (etag_of(&changed, PART, false), 0));
+}

@@ -37,9 +37,9 @@ use aws_config::meta::region::RegionProviderChain;
 use aws_config::profile::{ProfileFileCredentialsProvider, ProfileFileRegionProvider};
 use aws_config::provider_config::ProviderConfig;
 use aws_sdk_s3::Client;
-use aws_smithy_http_client::tls;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_smithy_http_client::tls;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
@@ -252,8 +252,9 @@ async fn run_async(args: CpArgs, stop: CancellationToken) -> anyhow::Result<()> 
 }
 
 /// A client for the endpoint, region and credentials the aws cli would use: flags, then the
-/// environment, then the profile. Never the instance metadata service (no network beyond the
-/// endpoint). Retries are ours (`retry.rs`), and so are checksums.
+/// environment, then the profile. The instance metadata service is not asked unless a profile
+/// names it (`credential_source`): no network beyond the endpoint by default. Retries are ours
+/// (`retry.rs`), and so are checksums.
 async fn client(args: &CpArgs) -> anyhow::Result<(Client, String)> {
     // rustls with ring for https:// endpoints (AWS), trusting the system's certificates
     // (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured); http:// goes without TLS.

@@ -169,7 +169,7 @@ async fn multipart(
     }
     let task = PartTask {
         client: ctx.client.clone(),
-        file,
+        file: Arc::clone(&file),
         bucket: to.bucket.clone(),
         key: to.key.clone(),
         upload_id: saver.state.upload_id.clone(),
@@ -208,6 +208,18 @@ async fn multipart(
     // Every part recorded before completing: should the answer be lost (a crash, a dropped
     // connection), the next run finds the object by the MD5 of these MD5s (`already_complete`).
     saver.save().await?;
+    // A file written to while its parts went up would complete as a mix of old and new
+    // bytes: the identity is taken again (of the open file) before completing.
+    let now = tokio::task::block_in_place(|| identity::of(&file))
+        .with_context(|| format!("{}: cannot read", local.display()))?;
+    if let Some(why) = identity::difference(&saver.state.source, &now) {
+        bail!(
+            "{} changed during its upload ({why}); not completed: run the same command with \
+             --restart to upload it again (state: {})",
+            local.display(),
+            state_path.display()
+        );
+    }
     let (etag, checksum) = complete(ctx, &saver.state, &acked, to).await?;
     State::remove(state_path)?;
     let sent_parts = sent.parts.load(Ordering::Relaxed);
