@@ -11,10 +11,11 @@
 //! Writes `target/bench/engine.json`. Environment: `TESSERA_BENCH_SECS` (seconds per
 //! throughput point, default 5), `TESSERA_BENCH_UPLOADS` (default 1,000,000),
 //! `TESSERA_BENCH_DIR` (where stores go, default `target/`), `TESSERA_BENCH_ONLY=state` (only
-//! the 1M-upload figures: recovery, listing, memory), `TESSERA_BENCH_KEEP_STATE=<dir>` (keep
-//! the loaded state there; a later run given the same directory reuses it, skipping the load
-//! and the figures that need a log without checkpoint). `./scripts/bench` installs
-//! redis-server first when it is missing.
+//! the 1M-upload figures: recovery, listing, memory; written to `engine-state.json`) or
+//! `TESSERA_BENCH_ONLY=throughput` (only the workload's points; `engine-throughput.json`),
+//! `TESSERA_BENCH_KEEP_STATE=<dir>` (keep the loaded state there; a later run given the same
+//! directory reuses it, skipping the load and the figures that need a log without checkpoint).
+//! `./scripts/bench` installs redis-server first when it is missing.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 #![allow(clippy::cast_possible_truncation, clippy::panic)]
@@ -103,7 +104,8 @@ fn bench() -> Result<(), BoxError> {
     let mut rates: HashMap<(String, usize), f64> = HashMap::new();
     // Interleaved per client count, so that a drift of the shared disk hits every store alike.
     let only_engine = std::env::var_os("TESSERA_BENCH_ENGINE_ONLY").is_some();
-    let only_state = std::env::var("TESSERA_BENCH_ONLY").is_ok_and(|only| only == "state");
+    let only = std::env::var("TESSERA_BENCH_ONLY").unwrap_or_default();
+    let only_state = only == "state";
     let client_counts = if only_state { Vec::new() } else { peers::client_counts() };
     for clients in client_counts {
         let cpu_before = cpu_seconds()?;
@@ -142,6 +144,17 @@ fn bench() -> Result<(), BoxError> {
             };
         println!("ratio vs {peer} at {clients} clients: {ratio}");
         json.insert(format!("ratio_vs_{peer}_c{clients}"), ratio);
+    }
+
+    json.insert("seconds_per_point".into(), number(secs));
+    let out = peers::target_dir().join("bench");
+    std::fs::create_dir_all(&out)?;
+    if only == "throughput" {
+        // A partial run does not overwrite the full run's figures.
+        let path = out.join("engine-throughput.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&Value::Object(json))?)?;
+        println!("wrote {}", path.display());
+        return Ok(());
     }
 
     let uploads: u64 = std::env::var("TESSERA_BENCH_UPLOADS")
@@ -212,9 +225,6 @@ fn bench() -> Result<(), BoxError> {
     json.insert("recovery_s_1m".into(), number(recovery));
     json.insert("list_page_ms_1m".into(), warm.get("list_page_ms").cloned().unwrap_or(Value::Null));
     json.insert("rss_bytes_per_upload".into(), number(per_upload));
-    json.insert("seconds_per_point".into(), number(secs));
-    let out = peers::target_dir().join("bench");
-    std::fs::create_dir_all(&out)?;
     // A partial run does not overwrite the full run's figures.
     let path = out.join(if only_state { "engine-state.json" } else { "engine.json" });
     std::fs::write(&path, serde_json::to_string_pretty(&Value::Object(json))?)?;

@@ -46,18 +46,17 @@ impl TransitionClient for EngineClient<'_> {
         Ok(())
     }
 
-    fn put_part(&mut self, t: &PutPart<'_>) -> Result<(), BoxError> {
+    fn put_part(&mut self, t: &PutPart<'_>) -> Result<[u8; 16], BoxError> {
         let request = PartUpload {
             bucket: t.bucket,
             key: t.key,
             upload_id: self.id(t.upload)?,
             part_number: t.part_number,
             content_length: Some(t.payload.len() as u64),
-            content_md5: Some(*t.md5),
             ..PartUpload::default()
         };
-        self.engine.put_part(ACTOR, &request, &mut &t.payload[..])?;
-        Ok(())
+        let stored = self.engine.put_part(ACTOR, &request, &mut &t.payload[..])?;
+        Ok(stored.part.etag.md5)
     }
 
     fn complete(&mut self, t: &Complete<'_>) -> Result<(), BoxError> {

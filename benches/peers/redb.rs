@@ -89,7 +89,8 @@ impl TransitionClient for RedbClient<'_> {
         Ok(())
     }
 
-    fn put_part(&mut self, t: &PutPart<'_>) -> Result<(), BoxError> {
+    fn put_part(&mut self, t: &PutPart<'_>) -> Result<[u8; 16], BoxError> {
+        let (md5, md5_hex) = super::workload::part_etag(t.payload);
         let tx = self.db.begin_write()?;
         {
             let id = &t.upload.0[..];
@@ -98,10 +99,10 @@ impl TransitionClient for RedbClient<'_> {
             }
             let size = u64::try_from(t.payload.len())?;
             tx.open_table(PARTS)?
-                .insert((id, t.part_number), (size, t.md5_hex, t.now_ms, t.payload))?;
+                .insert((id, t.part_number), (size, &*md5_hex, t.now_ms, t.payload))?;
         }
         tx.commit()?;
-        Ok(())
+        Ok(md5)
     }
 
     fn complete(&mut self, t: &Complete<'_>) -> Result<(), BoxError> {

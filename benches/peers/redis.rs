@@ -219,7 +219,8 @@ impl TransitionClient for RedisClient {
         Ok(())
     }
 
-    fn put_part(&mut self, t: &PutPart<'_>) -> Result<(), BoxError> {
+    fn put_part(&mut self, t: &PutPart<'_>) -> Result<[u8; 16], BoxError> {
+        let (md5, md5_hex) = super::workload::part_etag(t.payload);
         let upload = t.upload.to_hex();
         ::redis::pipe()
             .atomic()
@@ -228,7 +229,7 @@ impl TransitionClient for RedisClient {
             .arg("size")
             .arg(t.payload.len())
             .arg("etag")
-            .arg(t.md5_hex)
+            .arg(md5_hex)
             .arg("last_modified_ms")
             .arg(t.now_ms)
             .arg("data")
@@ -237,7 +238,7 @@ impl TransitionClient for RedisClient {
             .zadd(format!("upload:{upload}:parts"), t.part_number, t.part_number)
             .ignore()
             .exec(&mut self.conn)?;
-        Ok(())
+        Ok(md5)
     }
 
     fn complete(&mut self, t: &Complete<'_>) -> Result<(), BoxError> {

@@ -102,7 +102,8 @@ impl TransitionClient for SqliteClient {
         Ok(())
     }
 
-    fn put_part(&mut self, t: &PutPart<'_>) -> Result<(), BoxError> {
+    fn put_part(&mut self, t: &PutPart<'_>) -> Result<[u8; 16], BoxError> {
+        let (md5, md5_hex) = super::workload::part_etag(t.payload);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Only for an upload that exists (NoSuchUpload otherwise); a second put replaces.
         let inserted = tx
@@ -116,7 +117,7 @@ impl TransitionClient for SqliteClient {
                 &t.upload.0[..],
                 t.part_number,
                 as_i64(u64::try_from(t.payload.len())?)?,
-                t.md5_hex,
+                md5_hex,
                 as_i64(t.now_ms)?,
                 t.payload,
             ])?;
@@ -124,7 +125,7 @@ impl TransitionClient for SqliteClient {
             return Err(format!("no such upload {}", t.upload).into());
         }
         tx.commit()?;
-        Ok(())
+        Ok(md5)
     }
 
     fn complete(&mut self, t: &Complete<'_>) -> Result<(), BoxError> {

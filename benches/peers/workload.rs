@@ -6,8 +6,10 @@
 //! [`TransitionClient`] (one per thread: a connection, or a borrow of the store). Every input a
 //! store could need is in the transition structs, so an engine can implement them as well as
 //! the peers: what the S3 request carries (bucket, key, upload id, part number, the part's
-//! bytes, the parts list of a complete) and what a gateway computes on the way (the part's
-//! MD5, the multipart ETag, the object's size, the time).
+//! bytes, the parts list of a complete) and what a gateway computes on the way (the multipart
+//! ETag, the object's size, the time). The part's MD5, its ETag, is the store's to compute and
+//! answer with, as S3 does: every store hashes each part once, within its `put_part` (a peer by
+//! [`part_etag`], the engine as it takes the bytes in).
 //!
 //! The workload is deterministic per `(seed, client)`: upload ids, payload bytes and the
 //! complete/abort choice come from a SplitMix64 stream per client, drawn in a fixed order,
@@ -96,10 +98,6 @@ pub struct PutPart<'a> {
     pub part_number: u32,
     /// The part's bytes.
     pub payload: &'a [u8],
-    /// MD5 of `payload` (the gateway computes it while receiving; a store may recompute it).
-    pub md5: &'a [u8; 16],
-    /// `md5` as 32 lowercase hex digits: the part's ETag.
-    pub md5_hex: &'a str,
     /// Time of the put, milliseconds since the Unix epoch.
     pub now_ms: u64,
 }
@@ -158,8 +156,9 @@ pub trait TransitionStore: Sync {
 pub trait TransitionClient {
     /// Records a new upload.
     fn create(&mut self, t: &Create<'_>) -> Result<(), BoxError>;
-    /// Records a part and its bytes, in one durable transaction.
-    fn put_part(&mut self, t: &PutPart<'_>) -> Result<(), BoxError>;
+    /// Records a part and its bytes, in one durable transaction; returns the part's MD5 (its
+    /// ETag, which the complete then names).
+    fn put_part(&mut self, t: &PutPart<'_>) -> Result<[u8; 16], BoxError>;
     /// Completes an upload into an object.
     fn complete(&mut self, t: &Complete<'_>) -> Result<(), BoxError>;
     /// Aborts an upload.
@@ -225,6 +224,12 @@ pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A part's ETag: the MD5 of its bytes, and that as 32 lowercase hex digits.
+pub fn part_etag(payload: &[u8]) -> ([u8; 16], String) {
+    let md5: [u8; 16] = Md5::digest(payload).into();
+    (md5, hex::encode(md5))
 }
 
 /// The S3 multipart ETag of `parts`: hex(md5(concatenated MD5s)) + "-" + count.
@@ -307,26 +312,26 @@ fn drive<C: TransitionClient>(
         parts.clear();
         for part_number in 1..=PARTS_PER_UPLOAD {
             rng.fill(&mut payload);
-            let md5: [u8; 16] = Md5::digest(&payload).into();
-            let md5_hex = hex::encode(md5);
             let put = PutPart {
                 upload: &upload,
                 bucket: BUCKET,
                 key: &key,
                 part_number,
                 payload: &payload,
-                md5: &md5,
-                md5_hex: &md5_hex,
                 now_ms: now_ms(),
             };
+            let mut md5 = [0u8; 16];
             if figures
-                .step(phase, || client.put_part(&put))
+                .step(phase, || {
+                    md5 = client.put_part(&put)?;
+                    Ok(())
+                })
                 .map_err(|e| context(&format!("part {part_number}"), e))?
                 .is_none()
             {
                 return Ok(figures);
             }
-            parts.push(PartRef { part_number, size, md5, md5_hex });
+            parts.push(PartRef { part_number, size, md5, md5_hex: hex::encode(md5) });
         }
 
         let outcome = if abort {
