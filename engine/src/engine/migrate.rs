@@ -35,11 +35,14 @@ fn parts_mut(state: &mut State) -> impl Iterator<Item = &mut crate::state::Part>
 impl Engine {
     /// Moves the inline payloads of the state into the payload store; returns how many.
     pub(super) fn migrate_inline(&self) -> Result<usize, EngineError> {
-        let inline: HashMap<ContentAddress, Arc<[u8]>> = {
+        // Each with its MD5, from its part (equal bytes, equal MD5).
+        let inline: HashMap<ContentAddress, (Arc<[u8]>, [u8; 16])> = {
             let core = self.core.read();
             parts(&core.state)
                 .filter_map(|p| match &p.data {
-                    PartData::Inline(inline) => Some((inline.address, Arc::clone(&inline.bytes))),
+                    PartData::Inline(inline) => {
+                        Some((inline.address, (Arc::clone(&inline.bytes), p.md5)))
+                    }
                     _ => None,
                 })
                 .collect()
@@ -47,9 +50,10 @@ impl Engine {
         if inline.is_empty() {
             return Ok(0);
         }
-        let items: Vec<(&ContentAddress, &Arc<[u8]>)> = inline.iter().collect();
-        let slices: Vec<&[u8]> = items.iter().map(|(_, bytes)| &bytes[..]).collect();
-        let pendings = self.payload.ingest_batch(&slices)?;
+        let items: Vec<(&ContentAddress, &(Arc<[u8]>, [u8; 16]))> = inline.iter().collect();
+        let payloads: Vec<(&[u8], [u8; 16])> =
+            items.iter().map(|(_, (bytes, md5))| (&bytes[..], *md5)).collect();
+        let pendings = self.payload.ingest_batch(&payloads)?;
         let mut pending_of: HashMap<ContentAddress, crate::payload::Pending> = HashMap::new();
         for ((address, _), pending) in items.iter().zip(pendings) {
             // `None`: its stored copy is unchecked since open; it stays inline for now.

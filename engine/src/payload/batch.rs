@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
+use sha2::{Digest as _, Sha256};
+
 use crate::payload::address::{ContentAddress, Location, SegmentId};
-use crate::payload::digest::Digester;
 use crate::payload::error::PayloadError;
 use crate::payload::format::{self, ENTRY_HEADER_BYTES};
 use crate::payload::ingest::{Pending, Receipt};
@@ -18,26 +19,28 @@ const WRITE_BYTES: usize = 1 << 20;
 
 impl PayloadStore {
     /// Stores `payloads` (each at most `payload_bytes_max`), entries back to back, one
-    /// fdatasync per segment used; returns one pending reference per payload, in order. Bytes
+    /// fdatasync per segment used; returns one pending reference per payload, in order. Each
+    /// payload comes with its MD5, known already (its part's ETag, computed when the bytes
+    /// arrived): only its address, which the caller checks, is computed here. Bytes
     /// that are live already (and checked) are referenced where they are, and the empty payload
     /// is stored nowhere, as with [`PayloadStore::ingest`]. A live copy not checked since open
     /// is checked first; a payload whose live copy is damaged gets `None`: the caller keeps
     /// its bytes (a damaged copy must not stand in for good ones).
-    pub fn ingest_batch(&self, payloads: &[&[u8]]) -> Result<Vec<Option<Pending>>, PayloadError> {
+    pub fn ingest_batch(
+        &self,
+        payloads: &[(&[u8], [u8; 16])],
+    ) -> Result<Vec<Option<Pending>>, PayloadError> {
         let inner = &self.inner;
         let mut receipts = Vec::with_capacity(payloads.len());
-        for bytes in payloads {
+        for &(bytes, md5) in payloads {
             if bytes.len() as u64 > inner.options.payload_bytes_max {
                 return Err(PayloadError::TooLarge { max_bytes: inner.options.payload_bytes_max });
             }
-            let mut digester = Digester::new([]);
-            digester.update(bytes);
-            let digests = digester.finish();
             receipts.push(Receipt {
-                address: digests.address,
+                address: ContentAddress(Sha256::digest(bytes).into()),
                 location: Location::Empty,
                 len: bytes.len() as u64,
-                md5: digests.md5,
+                md5,
                 checksums: Vec::new(),
                 healed_from: None,
             });
@@ -124,7 +127,7 @@ impl PayloadStore {
         };
         let result = (|| {
             let mut seen = std::collections::HashSet::new();
-            for (index, (bytes, receipt)) in payloads.iter().zip(&receipts).enumerate() {
+            for (index, ((bytes, _), receipt)) in payloads.iter().zip(&receipts).enumerate() {
                 if fate.get(index) != Some(&Fate::Write) || !seen.insert(receipt.address) {
                     continue;
                 }
