@@ -5,6 +5,8 @@
 //! outcome whatever the configuration of the process that replays it. Layout: docs/format.md,
 //! section 10.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::EngineError;
@@ -221,9 +223,10 @@ pub enum PayloadRecord {
         /// SHA-256.
         address: ContentAddress,
         /// The bytes (serialised as one byte string: the same wire format as a sequence of
-        /// `u8`, written and read in one copy).
-        #[serde(with = "serde_bytes")]
-        bytes: Vec<u8>,
+        /// `u8`, written and read in one copy). Shared, so that applying the record hands
+        /// them to the state without a copy under the state's lock.
+        #[serde(with = "crate::state::arc_bytes")]
+        bytes: Arc<[u8]>,
     },
 }
 
@@ -364,7 +367,7 @@ mod tests {
             checksum: None,
             payload: PayloadRecord::Inline {
                 address: ContentAddress([5; 32]),
-                bytes: vec![1, 2, 3],
+                bytes: Arc::from(&[1u8, 2, 3][..]),
             },
         };
         let op = Op::PutObject {

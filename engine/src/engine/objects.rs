@@ -1,6 +1,7 @@
 //! Object operations, and taking a payload in (inline or into the payload store).
 
 use std::io::Read;
+use std::sync::Arc;
 
 use crate::engine::Engine;
 use crate::engine::buckets::unexpected;
@@ -69,7 +70,7 @@ impl Engine {
                 let payload = if bytes.is_empty() {
                     PayloadRecord::Empty
                 } else {
-                    PayloadRecord::Inline { address: digests.address, bytes }
+                    PayloadRecord::Inline { address: digests.address, bytes: Arc::from(bytes) }
                 };
                 let record = PartRecord {
                     size_bytes: len,

@@ -96,7 +96,7 @@ fn part_data(payload: &PayloadRecord) -> PartData {
         PayloadRecord::Stored { address, .. } => PartData::Stored(*address),
         PayloadRecord::Inline { address, bytes } => PartData::Inline(Box::new(InlinePayload {
             address: *address,
-            bytes: Arc::from(bytes.as_slice()),
+            bytes: Arc::clone(bytes),
         })),
     }
 }

@@ -139,7 +139,7 @@ pub(crate) mod decode {
 }
 
 /// Shared bytes as one byte string (the wire format of a sequence of `u8`, in one copy).
-mod arc_bytes {
+pub(crate) mod arc_bytes {
     use std::sync::Arc;
 
     use serde::{Deserialize, Deserializer, Serializer};
