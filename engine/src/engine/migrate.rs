@@ -15,6 +15,9 @@ use crate::error::EngineError;
 use crate::payload::ContentAddress;
 use crate::state::{PartData, State};
 
+/// An inline payload's bytes, and their MD5 (its part's ETag).
+type InlineBytes = (Arc<[u8]>, [u8; 16]);
+
 /// Every part of every upload and object.
 fn parts(state: &State) -> impl Iterator<Item = &crate::state::Part> {
     let State { buckets, uploads, .. } = state;
@@ -36,7 +39,7 @@ impl Engine {
     /// Moves the inline payloads of the state into the payload store; returns how many.
     pub(super) fn migrate_inline(&self) -> Result<usize, EngineError> {
         // Each with its MD5, from its part (equal bytes, equal MD5).
-        let inline: HashMap<ContentAddress, (Arc<[u8]>, [u8; 16])> = {
+        let inline: HashMap<ContentAddress, InlineBytes> = {
             let core = self.core.read();
             parts(&core.state)
                 .filter_map(|p| match &p.data {
@@ -50,7 +53,7 @@ impl Engine {
         if inline.is_empty() {
             return Ok(0);
         }
-        let items: Vec<(&ContentAddress, &(Arc<[u8]>, [u8; 16]))> = inline.iter().collect();
+        let items: Vec<(&ContentAddress, &InlineBytes)> = inline.iter().collect();
         let payloads: Vec<(&[u8], [u8; 16])> =
             items.iter().map(|(_, (bytes, md5))| (&bytes[..], *md5)).collect();
         let pendings = self.payload.ingest_batch(&payloads)?;
