@@ -172,10 +172,21 @@ class ServerTestCase(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         try:
+            if getattr(cls, "failed", False):
+                # The server's side of a failure: its log goes with the temporary directory.
+                sys.stderr.write(f"\n{cls.__name__} failed; the end of its server's log:\n"
+                                 f"{cls.server.log()}\n")
             cls.server.stop()
         finally:
             cls.server.kill()
             shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def run(self, result=None):
+        before = len(result.failures) + len(result.errors) if result else 0
+        outcome = super().run(result)
+        if result and len(result.failures) + len(result.errors) > before:
+            type(self).failed = True
+        return outcome
 
     def bucket(self, name):
         self.s3.create_bucket(Bucket=name)
