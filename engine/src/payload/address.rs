@@ -10,10 +10,16 @@ use std::sync::Arc;
 pub struct ContentAddress(pub [u8; 32]);
 
 impl ContentAddress {
+    /// The address of `bytes` (held whole in memory; a stream goes through the ingest's
+    /// digester instead).
+    pub fn of(bytes: &[u8]) -> ContentAddress {
+        use sha2::Digest as _;
+        ContentAddress(sha2::Sha256::digest(bytes).into())
+    }
+
     /// The address of zero bytes.
     pub fn of_empty() -> ContentAddress {
-        use sha2::Digest as _;
-        ContentAddress(sha2::Sha256::digest([]).into())
+        ContentAddress::of(&[])
     }
 }
 

@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-use sha2::{Digest as _, Sha256};
-
 use crate::payload::address::{ContentAddress, Location, SegmentId};
 use crate::payload::error::PayloadError;
 use crate::payload::format::{self, ENTRY_HEADER_BYTES};
@@ -37,7 +35,7 @@ impl PayloadStore {
                 return Err(PayloadError::TooLarge { max_bytes: inner.options.payload_bytes_max });
             }
             receipts.push(Receipt {
-                address: ContentAddress(Sha256::digest(bytes).into()),
+                address: ContentAddress::of(bytes),
                 location: Location::Empty,
                 len: bytes.len() as u64,
                 md5,
