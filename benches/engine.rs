@@ -2,7 +2,8 @@
 //!
 //! - the "mpu-transitions" workload (create, 3 parts of 4 KiB, complete 90% / abort 10%, each
 //!   transition durable before the next) on the engine and on SQLite, redb and Redis, at 1, 8
-//!   and 64 clients;
+//!   and 64 clients, and on the ceiling: a bare group-committed log with no state
+//!   (`peers/group_log.rs`), which no store here can be expected to beat;
 //! - an engine holding 1M live uploads of 3 parts each (`TESSERA_BENCH_UPLOADS`): recovery time
 //!   after the process ends without a checkpoint and with a recent one, one ListMultipartUploads
 //!   page of 1000 by prefix, and the resident (anonymous) memory per live upload, key bytes
@@ -122,9 +123,19 @@ fn bench() -> Result<(), BoxError> {
         json.insert(format!("transitions_per_s_c{clients}"), number(figures.transitions_per_s));
         peers::record(&mut json, "engine", clients, Some(&figures));
         for peer in Peer::ALL.into_iter().filter(|_| !only_engine) {
+            let cpu_before = cpu_seconds()?;
+            let wall = Instant::now();
             let figures = peer.run_point(scratch.path(), clients, duration, SEED)?;
+            // The bench process's share: the clients, and the store when it is embedded (not
+            // redis-server's own process).
+            let cores = (cpu_seconds()? - cpu_before) / wall.elapsed().as_secs_f64();
+            json.insert(format!("{}_cpu_cores_c{clients}", peer.name()), number(cores));
             match &figures {
                 Some(f) => {
+                    println!(
+                        "{} at {clients} clients used {cores:.2} cores in this process",
+                        peer.name()
+                    );
                     print_row(peer.name(), f);
                     rates.insert((peer.name().into(), clients), f.transitions_per_s);
                 }
@@ -144,6 +155,19 @@ fn bench() -> Result<(), BoxError> {
             };
         println!("ratio vs {peer} at {clients} clients: {ratio}");
         json.insert(format!("ratio_vs_{peer}_c{clients}"), ratio);
+    }
+    // How much of the ceiling (a bare group-committed log: no state, no index) the engine
+    // reaches, per client count.
+    for clients in peers::client_counts().into_iter().filter(|_| !only_state) {
+        let share = match (
+            rates.get(&("engine".into(), clients)),
+            rates.get(&(Peer::GroupLog.name().into(), clients)),
+        ) {
+            (Some(engine), Some(ceiling)) if *ceiling > 0.0 => number(engine / ceiling),
+            _ => Value::Null,
+        };
+        println!("engine's share of the group-log ceiling at {clients} clients: {share}");
+        json.insert(format!("engine_share_of_group_log_c{clients}"), share);
     }
 
     json.insert("seconds_per_point".into(), number(secs));

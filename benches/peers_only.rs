@@ -1,6 +1,7 @@
 //! The peers of the "mpu-transitions" workload alone: SQLite, redb and Redis (each storing a
-//! part's 4 KiB in the same durable transaction as its metadata) at 1, 8 and 64 clients, with
-//! the disk's fdatasync rate as the reference. Prints a table and writes
+//! part's 4 KiB in the same durable transaction as its metadata) and the ceiling (a bare
+//! group-committed log) at 1, 8 and 64 clients, with the disk's fdatasync rate as the
+//! reference. Prints a table and writes
 //! `target/bench/peers.json` (`<peer>_transitions_per_s_c<clients>` and more; the Redis figures
 //! are null when `redis-server` is missing: `./scripts/bench` installs it).
 //!

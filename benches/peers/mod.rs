@@ -7,6 +7,7 @@
 //! No setting anywhere disables or defers an fsync: SQLite runs `synchronous=FULL` in WAL mode,
 //! redb commits with `Durability::Immediate`, Redis with `appendfsync always`.
 
+pub mod group_log;
 pub mod redb;
 pub mod redis;
 pub mod sqlite;
@@ -34,11 +35,14 @@ pub enum Peer {
     Redb,
     /// Redis (appendfsync always), one connection per client, MULTI/EXEC per transition.
     Redis,
+    /// Not a store a user would pick: the ceiling, a bare group-committed log
+    /// ([`group_log`]).
+    GroupLog,
 }
 
 impl Peer {
     /// Every peer, in the order benchmarks run and print them.
-    pub const ALL: [Peer; 3] = [Peer::Sqlite, Peer::Redb, Peer::Redis];
+    pub const ALL: [Peer; 4] = [Peer::Sqlite, Peer::Redb, Peer::Redis, Peer::GroupLog];
 
     /// Its name, also the prefix of its JSON keys.
     pub fn name(self) -> &'static str {
@@ -46,13 +50,14 @@ impl Peer {
             Peer::Sqlite => "sqlite",
             Peer::Redb => "redb",
             Peer::Redis => "redis",
+            Peer::GroupLog => "group_log",
         }
     }
 
     /// Whether it can run on this machine (Redis needs `redis-server`).
     pub fn available(self) -> bool {
         match self {
-            Peer::Sqlite | Peer::Redb => true,
+            Peer::Sqlite | Peer::Redb | Peer::GroupLog => true,
             Peer::Redis => redis::find_redis_server().is_some(),
         }
     }
@@ -78,6 +83,12 @@ impl Peer {
                 Some(store) => workload::run(&store, clients, duration, seed)?,
                 None => return Ok(None),
             },
+            Peer::GroupLog => workload::run(
+                &group_log::GroupLogStore::open(dir.path())?,
+                clients,
+                duration,
+                seed,
+            )?,
         };
         Ok(Some(figures))
     }
