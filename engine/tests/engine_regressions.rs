@@ -152,7 +152,7 @@ fn the_lifecycle_rule_in_force_when_an_upload_applies_dates_its_abort() {
         expires_ms: 1_000_000,
     };
     state.apply(3, &transition(10, create)).unwrap();
-    assert_eq!(state.uploads[&id].abort_ms, Some(2010));
+    assert_eq!(state.uploads[&id].abort_ms.map(std::num::NonZeroU64::get), Some(2010));
     assert_eq!(state.uploads[&id].expires_ms(), 2010);
 }
 
@@ -208,7 +208,10 @@ fn huge_values_in_records_do_not_panic() {
         expires_ms: u64::MAX,
     };
     state.apply(3, &transition(u64::MAX, create)).unwrap();
-    assert_eq!(state.uploads[&UploadId([3; 24])].abort_ms, Some(u64::MAX));
+    assert_eq!(
+        state.uploads[&UploadId([3; 24])].abort_ms.map(std::num::NonZeroU64::get),
+        Some(u64::MAX)
+    );
 }
 
 /// Inline bytes whose stored copy was not checked since open once stayed inline forever

@@ -138,9 +138,14 @@ fn damaged_or_crafted_locations_in_records_are_refused() {
         let err = store.recover_move(&address, &bad, &bad).unwrap_err();
         assert!(matches!(err, PayloadError::BadLocation { .. }), "{err}");
     }
-    // A checkpoint with an absurd reference count does not loop.
+    // A checkpoint with more references than a state can hold is refused, not cut; as many
+    // as fit are taken, and replay cannot push them past that.
     let fine = Location::Segment { segment: SegmentId(1), offset: 32, len: 10 };
-    store.restore_entry(address, &fine, u64::MAX).unwrap();
+    let err = store.restore_entry(address, &fine, u64::MAX).unwrap_err();
+    assert!(matches!(err, PayloadError::TooManyReferences { refs: u64::MAX, .. }), "{err}");
+    store.restore_entry(address, &fine, u64::from(u32::MAX)).unwrap();
+    let err = store.recover_ref(address, &fine).unwrap_err();
+    assert!(matches!(err, PayloadError::TooManyReferences { .. }), "{err}");
     // Releasing it all leaves nothing live; the missing segment is then reported at the end.
     store.recover_release(&address).unwrap();
     let err = store.finish_recovery().unwrap_err();

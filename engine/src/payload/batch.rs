@@ -56,7 +56,7 @@ impl PayloadStore {
                 .iter()
                 .filter(|r| r.len > 0 && seen.insert(r.address))
                 .filter_map(|r| {
-                    let entry = state.entries.get(&r.address).filter(|e| !e.verified)?;
+                    let entry = state.entries.get(&r.address).filter(|e| !e.is_verified())?;
                     let segment = state.segments.get(&entry.segment)?;
                     Some((
                         r.address,
@@ -85,15 +85,15 @@ impl PayloadStore {
                 if let Some(entry) =
                     state.entries.get_mut(address).filter(|e| e.location() == *location)
                 {
-                    entry.verified = true;
+                    entry.set_verified();
                 }
             }
             for (receipt, fate) in receipts.iter_mut().zip(fate.iter_mut()) {
                 if receipt.len == 0 {
                     *fate = Fate::Ready;
                 } else if let Some(entry) = state.entries.get_mut(&receipt.address) {
-                    if entry.verified {
-                        entry.pending += 1;
+                    if entry.is_verified() {
+                        entry.add_pending();
                         receipt.location = entry.location();
                         *fate = Fate::Ready;
                     } else {
@@ -182,7 +182,8 @@ impl PayloadStore {
                 // Live meanwhile (another ingest): this copy is dead space.
                 continue;
             }
-            let entry = Entry { segment, offset, len, refs: 0, pending: 0, verified: true };
+            let mut entry = Entry::new(segment, offset, len, 0, 0);
+            entry.set_verified();
             let span = entry.span();
             state.entries.insert(receipt.address, entry);
             if let Some(segment) = state.segments.get_mut(&segment) {
@@ -196,7 +197,7 @@ impl PayloadStore {
             }
             // Every written address is live now (inserted above, or by another ingest).
             if let Some(entry) = state.entries.get_mut(&receipt.address) {
-                entry.pending += 1;
+                entry.add_pending();
                 let location = entry.location();
                 written_receipts.push((index, Receipt { location, ..receipt }));
             }

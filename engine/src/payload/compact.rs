@@ -122,7 +122,7 @@ impl PayloadStore {
             let state = inner.state.lock();
             let Some(segment) = state.segments.get(&id) else { return Ok(None) };
             let in_segment = || state.entries.iter().filter(|(_, e)| e.segment == id);
-            if in_segment().any(|(_, e)| e.pending > 0) {
+            if in_segment().any(|(_, e)| e.pending() > 0) {
                 return Ok(None);
             }
             let live: Vec<(ContentAddress, u64, u64)> =
@@ -166,7 +166,7 @@ impl PayloadStore {
                     state
                         .entries
                         .get(&m.address)
-                        .is_some_and(|e| e.location() == m.from && e.refs > 0 && e.pending == 0)
+                        .is_some_and(|e| e.location() == m.from && e.refs > 0 && e.pending() == 0)
                 })
                 .collect();
             if !moves.is_empty()

@@ -118,6 +118,17 @@ pub enum PayloadError {
         /// The length named.
         len: u64,
     },
+    /// A checkpoint or the log gives a payload more references than a live state can hold
+    /// (each is a part in memory; the count is kept in 32 bits).
+    #[error("payload {address} has {refs} references: more than {max}, the most a state can hold")]
+    TooManyReferences {
+        /// The payload.
+        address: ContentAddress,
+        /// The references counted so far.
+        refs: u64,
+        /// The most there can be.
+        max: u32,
+    },
     /// A background task of the store (on tokio's blocking pool) panicked or was cancelled.
     #[error("a background task of the payload store failed: {source}")]
     Background {

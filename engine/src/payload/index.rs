@@ -220,7 +220,7 @@ mod tests {
     use crate::payload::{ContentAddress, Entry, SegmentId};
 
     fn entry(n: u64) -> Entry {
-        Entry { segment: SegmentId(n), offset: n, len: n, refs: n, pending: 0, verified: false }
+        Entry::new(SegmentId(n), n, n, u32::try_from(n).unwrap_or(u32::MAX), 0)
     }
 
     fn address(n: u64) -> ContentAddress {
@@ -237,15 +237,15 @@ mod tests {
         for step in 0..3000u64 {
             let n = step.wrapping_mul(0x9E37_79B9) % 500;
             if step % 3 == 2 {
-                assert_eq!(index.remove(&address(n)).map(|e| e.refs), model.remove(&n));
+                assert_eq!(index.remove(&address(n)).map(|e| u64::from(e.refs)), model.remove(&n));
             } else {
-                let old = index.insert(address(n), entry(step)).map(|e| e.refs);
+                let old = index.insert(address(n), entry(step)).map(|e| u64::from(e.refs));
                 assert_eq!(old, model.insert(n, step));
             }
             assert_eq!(index.len(), model.len());
         }
         for n in 0..500 {
-            assert_eq!(index.get(&address(n)).map(|e| e.refs), model.get(&n).copied());
+            assert_eq!(index.get(&address(n)).map(|e| u64::from(e.refs)), model.get(&n).copied());
             assert_eq!(index.contains_key(&address(n)), model.contains_key(&n));
         }
         assert_eq!(index.iter().count(), model.len());

@@ -308,8 +308,8 @@ impl Inner {
             if let Some(entry) = state.entries.get_mut(address).filter(|e| e.location() == location)
             {
                 if checked {
-                    entry.verified = true;
-                    entry.pending += 1;
+                    entry.set_verified();
+                    entry.add_pending();
                     drop(state);
                     self.give_back(claim.id, claim.start, false);
                     return Ok(Live::Here(location));
@@ -338,13 +338,13 @@ impl Inner {
         if let Some(old) = damaged {
             // Pin the damaged entry; the copy replaces it when the ingest commits.
             if let Some(entry) = state.entries.get_mut(address).filter(|e| e.location() == old) {
-                entry.pending += 1;
+                entry.add_pending();
                 return Ok(Live::Healing { old, claim });
             }
         }
         // Another ingest of the same bytes may have become live while this one synced.
         if let Some(entry) = state.entries.get_mut(address) {
-            entry.pending += 1;
+            entry.add_pending();
             let location = entry.location();
             drop(state);
             // Best effort: no valid header is left at the segment's end for a scan to find.
@@ -352,14 +352,8 @@ impl Inner {
             self.give_back(claim.id, claim.start, false);
             return Ok(Live::Here(location));
         }
-        let entry = Entry {
-            segment: claim.id,
-            offset: claim.start,
-            len,
-            refs: 0,
-            pending: 1,
-            verified: true,
-        };
+        let mut entry = Entry::new(claim.id, claim.start, len, 0, 1);
+        entry.set_verified();
         let (span, location) = (entry.span(), entry.location());
         state.entries.insert(*address, entry);
         if let Some(segment) = state.segments.get_mut(&claim.id) {
@@ -378,7 +372,12 @@ impl Inner {
         let state = self.state.lock();
         let entry = state.entries.get(address)?;
         let segment = state.segments.get(&entry.segment)?;
-        Some((entry.location(), entry.verified, Arc::clone(&segment.file), segment.path.clone()))
+        Some((
+            entry.location(),
+            entry.is_verified(),
+            Arc::clone(&segment.file),
+            segment.path.clone(),
+        ))
     }
 }
 
@@ -396,7 +395,7 @@ impl crate::payload::State {
         let (from, span) = (entry.segment, entry.span());
         entry.segment = claim.id;
         entry.offset = claim.start;
-        entry.verified = true;
+        entry.set_verified();
         debug_assert_eq!(entry.len, len);
         if let Some(segment) = self.segments.get_mut(&from) {
             segment.live_bytes -= span;

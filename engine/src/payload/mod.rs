@@ -135,24 +135,33 @@ struct State {
     recovering: bool,
 }
 
-/// A live payload: one with committed or pending references.
+/// A live payload: one with committed or pending references. 32 bytes, three per upload of
+/// three parts (memory per upload is a benchmark figure): the counts take 32 bits each.
 #[derive(Debug)]
 struct Entry {
     segment: SegmentId,
     offset: u64,
     len: u64,
-    /// References of committed records (what a checkpoint records and replay rebuilds).
-    refs: u64,
-    /// References held by `Pending` ingests whose records are not committed yet. While any is
-    /// held the entry does not move: a record is written with the location its ingest got.
-    /// Each is a `Pending` in memory (an ingest in flight), so 32 bits are ample; with
-    /// `verified` they share one word (memory per upload is a benchmark figure).
-    pending: u32,
-    /// Checked against its SHA-256 since open (or written by this process).
-    verified: bool,
+    /// References of committed records (what a checkpoint records and replay rebuilds). Each is
+    /// a part held in memory, so 32 bits are ample: 2^32 parts would need hundreds of GiB.
+    refs: u32,
+    /// Pending references (low 31 bits): those held by `Pending` ingests whose records are not
+    /// committed yet, each a `Pending` in memory. While any is held the entry does not move: a
+    /// record is written with the location its ingest got. The top bit: checked against its
+    /// SHA-256 since open (or written by this process).
+    pending_verified: u32,
 }
 
+/// The bit of `Entry::pending_verified` that says the entry is verified.
+const VERIFIED_BIT: u32 = 1 << 31;
+
 impl Entry {
+    /// An entry with committed references `refs` and `pending` pending ones.
+    fn new(segment: SegmentId, offset: u64, len: u64, refs: u32, pending: u32) -> Entry {
+        debug_assert!(pending < VERIFIED_BIT, "pending references fit 31 bits");
+        Entry { segment, offset, len, refs, pending_verified: pending }
+    }
+
     fn location(&self) -> Location {
         Location::Segment { segment: self.segment, offset: self.offset, len: self.len }
     }
@@ -162,7 +171,44 @@ impl Entry {
     }
 
     fn is_live(&self) -> bool {
-        self.refs > 0 || self.pending > 0
+        self.refs > 0 || self.pending() > 0
+    }
+
+    /// Pending references.
+    fn pending(&self) -> u32 {
+        self.pending_verified & !VERIFIED_BIT
+    }
+
+    /// Takes one more pending reference.
+    fn add_pending(&mut self) {
+        // Invariant: each pending reference is a `Pending` in memory; 2^31 of them cannot be.
+        assert!(self.pending() < VERIFIED_BIT - 1, "pending references fit 31 bits");
+        self.pending_verified += 1;
+    }
+
+    /// Gives one pending reference back.
+    fn drop_pending(&mut self) {
+        // Invariant: a Pending holds exactly one pending reference until it commits or drops.
+        assert!(self.pending() > 0, "a pending reference is held");
+        self.pending_verified -= 1;
+    }
+
+    /// Whether its bytes were checked against its address since open.
+    fn is_verified(&self) -> bool {
+        self.pending_verified & VERIFIED_BIT != 0
+    }
+
+    /// Records that its bytes were checked.
+    fn set_verified(&mut self) {
+        self.pending_verified |= VERIFIED_BIT;
+    }
+
+    /// One more committed reference.
+    fn add_ref(&mut self) {
+        // Invariant: each reference is a part held in memory (see `refs`).
+        #[expect(clippy::expect_used, reason = "2^32 parts in memory would need hundreds of GiB")]
+        let refs = self.refs.checked_add(1).expect("references fit 32 bits");
+        self.refs = refs;
     }
 }
 
@@ -214,7 +260,7 @@ impl PayloadStore {
             .entries
             .get_mut(address)
             .ok_or(PayloadError::UnknownAddress { address: *address })?;
-        entry.refs += 1;
+        entry.add_ref();
         Ok(())
     }
 
@@ -237,7 +283,7 @@ impl PayloadStore {
             return Some((Location::Empty, 1));
         }
         let state = self.inner.state.lock();
-        state.entries.get(address).map(|e| (e.location(), e.refs))
+        state.entries.get(address).map(|e| (e.location(), u64::from(e.refs)))
     }
 
     /// Every payload with committed references, its location and their count: what the
@@ -248,7 +294,7 @@ impl PayloadStore {
             .entries
             .iter()
             .filter(|(_, e)| e.refs > 0)
-            .map(|(a, e)| (*a, e.location(), e.refs))
+            .map(|(a, e)| (*a, e.location(), u64::from(e.refs)))
             .collect();
         entries.sort_by_key(|e| e.0);
         entries
@@ -280,9 +326,7 @@ impl State {
     /// Drops one pending reference (an ingest whose record was not committed).
     fn release_pending(&mut self, address: &ContentAddress) {
         if let Some(entry) = self.entries.get_mut(address) {
-            // Invariant: a Pending holds exactly one pending reference until it commits or drops.
-            assert!(entry.pending > 0, "a pending reference is held");
-            entry.pending -= 1;
+            entry.drop_pending();
             self.forget_if_dead(address);
         }
     }
@@ -290,9 +334,8 @@ impl State {
     /// Turns one pending reference into a committed one.
     fn commit_pending(&mut self, address: &ContentAddress) {
         if let Some(entry) = self.entries.get_mut(address) {
-            assert!(entry.pending > 0, "a pending reference is held");
-            entry.pending -= 1;
-            entry.refs += 1;
+            entry.drop_pending();
+            entry.add_ref();
         }
     }
 

@@ -205,7 +205,7 @@ impl PayloadStore {
                     address: *address,
                     segment: entry.segment,
                 })?;
-            (entry.location(), entry.verified, Arc::clone(&segment.file), segment.path.clone())
+            (entry.location(), entry.is_verified(), Arc::clone(&segment.file), segment.path.clone())
         };
         let Location::Segment { segment, offset, len } = location else {
             return Err(PayloadError::UnknownAddress { address: *address });
@@ -237,7 +237,7 @@ impl PayloadStore {
         if let Some(entry) = self.inner.state.lock().entries.get_mut(address)
             && entry.location() == checked_at
         {
-            entry.verified = true;
+            entry.set_verified();
         }
         Ok(())
     }
@@ -268,7 +268,7 @@ impl PayloadStore {
             match verify_entry(&*file, &path, offset, len, &address) {
                 Ok(()) => {
                     if let Some(entry) = self.inner.state.lock().entries.get_mut(&address) {
-                        entry.verified = true;
+                        entry.set_verified();
                     }
                 }
                 Err(e @ PayloadError::Corrupt { .. }) => report.corrupt.push(e),

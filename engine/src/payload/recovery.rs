@@ -100,7 +100,7 @@ impl PayloadStore {
                 state.note_segment(segment);
                 if *refs > 0 {
                     let entry =
-                        Entry { segment, offset, len, refs: *refs, pending: 0, verified: false };
+                        Entry::new(segment, offset, len, reference_count(address, *refs)?, 0);
                     pairs.push((*address, entry));
                 }
             }
@@ -236,19 +236,28 @@ impl State {
     ) -> Result<(), PayloadError> {
         self.check_recovering()?;
         if let Some(entry) = self.entries.get_mut(&address) {
-            entry.refs = entry.refs.saturating_add(refs);
+            entry.refs = reference_count(&address, u64::from(entry.refs).saturating_add(refs))?;
             return Ok(());
         }
         if let Location::Segment { segment, offset, len } = *location {
             check_location(&address, location)?;
             self.note_segment(segment);
             if refs > 0 {
-                let entry = Entry { segment, offset, len, refs, pending: 0, verified: false };
+                let entry = Entry::new(segment, offset, len, reference_count(&address, refs)?, 0);
                 self.entries.insert(address, entry);
             }
         }
         Ok(())
     }
+}
+
+/// A reference count read from a checkpoint or summed in replay, as an entry keeps it.
+fn reference_count(address: &ContentAddress, refs: u64) -> Result<u32, PayloadError> {
+    u32::try_from(refs).map_err(|_| PayloadError::TooManyReferences {
+        address: *address,
+        refs,
+        max: u32::MAX,
+    })
 }
 
 /// Checks a location read from a record: an entry's header at an aligned offset past the

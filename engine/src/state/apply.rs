@@ -76,9 +76,18 @@ impl Applied {
 }
 
 /// When a bucket's lifecycle rules abort an upload at `key` initiated at `initiated_ms`.
-fn abort_date(initiated_ms: u64, key: &str, rules: &[AbortRule], day_ms: u64) -> Option<u64> {
-    AbortRule::first_for(rules, key)
-        .map(|rule| initiated_ms.saturating_add(u64::from(rule.days).saturating_mul(day_ms)))
+/// The abort date the bucket's rules give an upload of `key` initiated at `initiated_ms`: never
+/// zero (see `Upload::abort_ms`).
+fn abort_date(
+    initiated_ms: u64,
+    key: &str,
+    rules: &[AbortRule],
+    day_ms: u64,
+) -> Option<std::num::NonZeroU64> {
+    AbortRule::first_for(rules, key).map(|rule| {
+        let date = initiated_ms.saturating_add(u64::from(rule.days).saturating_mul(day_ms));
+        std::num::NonZeroU64::new(date).unwrap_or(std::num::NonZeroU64::MIN)
+    })
 }
 
 fn check_version(upload: &Upload, expected: Option<u64>) -> Result<(), EngineError> {

@@ -7,6 +7,7 @@ mod listing;
 
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -126,6 +127,14 @@ pub(crate) mod decode {
         deserializer.deserialize_str(StrVisitor { shared: true })
     }
 
+    /// An abort date, the epoch itself read as 1 ms after it (see `Upload::abort_ms`).
+    pub fn abort_date<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<std::num::NonZeroU64>, D::Error> {
+        let date = Option::<u64>::deserialize(deserializer)?;
+        Ok(date.map(|ms| std::num::NonZeroU64::new(ms).unwrap_or(std::num::NonZeroU64::MIN)))
+    }
+
     /// Metadata, shared if it is the default.
     pub fn shared_meta<'de, D: Deserializer<'de>>(
         deserializer: D,
@@ -209,8 +218,11 @@ pub struct Upload {
     pub initiated_ms: u64,
     /// Expiry by TTL, extended by activity.
     pub ttl_expires_ms: u64,
-    /// Abort date by the bucket's lifecycle rule.
-    pub abort_ms: Option<u64>,
+    /// Abort date by the bucket's lifecycle rule. Never zero (the epoch itself is read as 1 ms
+    /// after it), so that the option takes no word of its own (memory per upload is a
+    /// benchmark figure); the wire format is an `Option<u64>`'s.
+    #[serde(deserialize_with = "decode::abort_date")]
+    pub abort_ms: Option<NonZeroU64>,
     /// Bumped by every transition on it.
     pub version: u64,
     /// What the object will carry.
@@ -223,7 +235,7 @@ pub struct Upload {
 impl Upload {
     /// When it expires: the TTL or the lifecycle rule, whichever comes first.
     pub fn expires_ms(&self) -> u64 {
-        self.abort_ms.map_or(self.ttl_expires_ms, |abort| abort.min(self.ttl_expires_ms))
+        self.abort_ms.map_or(self.ttl_expires_ms, |abort| abort.get().min(self.ttl_expires_ms))
     }
 
     /// As the API shows it; `rules` are its bucket's lifecycle rules (the one that sets its
@@ -240,7 +252,7 @@ impl Upload {
             owner: self.owner.to_string(),
             initiated_ms: self.initiated_ms,
             expires_ms: self.expires_ms(),
-            abort_ms: self.abort_ms,
+            abort_ms: self.abort_ms.map(NonZeroU64::get),
             abort_rule_id,
             version: self.version,
             meta: ObjectMeta::clone(&self.meta),
@@ -504,3 +516,30 @@ fn expiry_index(mut by_expiry: Vec<(u64, UploadId)>) -> BTreeSet<(u64, UploadId)
 
 /// Payload-store segment and offset of a stored payload, as records name them.
 pub type StoredAt = (SegmentId, u64);
+
+#[cfg(test)]
+mod tests {
+    use serde::{Deserialize, Serialize};
+
+    /// An abort date as a checkpoint carries it (`Upload::abort_ms`).
+    #[derive(Debug, Deserialize)]
+    struct Read(
+        #[serde(deserialize_with = "super::decode::abort_date")] Option<std::num::NonZeroU64>,
+    );
+
+    #[derive(Serialize)]
+    struct Written(Option<u64>);
+
+    /// The wire format is an `Option<u64>`'s: every date reads back as written, except the
+    /// epoch itself, which an older build could write and which reads as 1 ms after it.
+    #[test]
+    fn abort_dates_read_as_written_and_the_epoch_as_one_millisecond() {
+        for (written, read) in
+            [(None, None), (Some(0), Some(1)), (Some(1), Some(1)), (Some(u64::MAX), Some(u64::MAX))]
+        {
+            let bytes = postcard::to_allocvec(&Written(written)).unwrap();
+            let Read(date) = postcard::from_bytes(&bytes).unwrap();
+            assert_eq!(date.map(std::num::NonZeroU64::get), read, "{written:?}");
+        }
+    }
+}
