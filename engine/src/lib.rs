@@ -22,6 +22,7 @@ pub mod names;
 pub mod payload;
 pub mod record;
 mod snapshot;
+mod snapshot_uploads;
 pub mod state;
 
 #[cfg(feature = "tokio")]

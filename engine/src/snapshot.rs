@@ -1,7 +1,9 @@
 //! The engine's checkpoint: the whole state at an LSN, and the payload store's committed
 //! references, in one blob (a version byte, then postcard). Layout: docs/format.md, section 11.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+#[cfg(test)]
+use serde::Serialize;
 
 use crate::error::EngineError;
 #[cfg(test)]
@@ -21,6 +23,11 @@ pub const SNAPSHOT_VERSION_ONE_RULE: u8 = 1;
 /// A live payload as the store had it: address, location, committed references.
 pub type PayloadEntry = (ContentAddress, Location, u64);
 
+/// A payload entry to fill buffers with.
+pub const NO_PAYLOAD: PayloadEntry = (ContentAddress([0; 32]), Location::Empty, 0);
+
+/// The state section as serde would encode it (what `encode_state` must equal).
+#[cfg(test)]
 #[derive(Serialize)]
 struct StateRef<'a> {
     state: &'a State,
@@ -29,8 +36,10 @@ struct StateRef<'a> {
 
 /// The uploads as a sequence in (bucket, key, id) order: loading rebuilds the indexes from
 /// sorted input.
+#[cfg(test)]
 struct UploadsInOrder<'a>(&'a State);
 
+#[cfg(test)]
 impl Serialize for UploadsInOrder<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeSeq as _;
@@ -60,10 +69,16 @@ pub struct StateImage {
 /// Bytes before the sections: the version, then the payload section's length (u64).
 const PREFIX_BYTES: usize = 9;
 
-/// Encodes the state section of a checkpoint (the part that needs the state's lock).
-pub fn encode_state(state: &State) -> Result<Vec<u8>, EngineError> {
-    postcard::to_allocvec(&StateRef { state, uploads: UploadsInOrder(state) })
-        .map_err(|e| encoding_failed(state.applied_lsn, &e))
+/// Encodes the state section of a checkpoint (the part that needs the state's lock): the
+/// state less its uploads, then the uploads in (bucket, key, id) order, from which loading
+/// rebuilds the indexes. Appended to `buffer` (which should have room: growing it by doubling
+/// would copy it meanwhile).
+pub fn encode_state(state: &State, buffer: Vec<u8>) -> Result<Vec<u8>, EngineError> {
+    let lsn = state.applied_lsn;
+    let mut section = postcard::to_extend(state, buffer).map_err(|e| encoding_failed(lsn, &e))?;
+    crate::snapshot_uploads::encode(&mut section, state.uploads.len(), state.uploads_in_order())
+        .map_err(|e| encoding_failed(lsn, &e))?;
+    Ok(section)
 }
 
 /// Encodes a checkpoint blob taken at `lsn` from the payload references and the encoded state
@@ -84,7 +99,7 @@ pub fn encode(
     Ok(blob)
 }
 
-fn encoding_failed(lsn: u64, e: &postcard::Error) -> EngineError {
+fn encoding_failed(lsn: u64, e: &dyn std::fmt::Display) -> EngineError {
     EngineError::Undecodable { what: "checkpoint (encoding)", lsn, reason: e.to_string() }
 }
 
@@ -219,6 +234,48 @@ mod one_rule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ObjectMeta;
+    use crate::record::{Op, Transition};
+
+    /// The section `encode_state` writes by hand is the one serde writes, for a state with
+    /// buckets, lifecycle rules and uploads in several keys (parts: `snapshot_uploads`).
+    #[test]
+    fn the_state_section_is_what_serde_would_write() {
+        let mut state = State::default();
+        let mut lsn = 0;
+        let mut apply = |state: &mut State, op: Op| {
+            lsn += 1;
+            let transition =
+                Transition { time_ms: lsn, actor: "alice".into(), op, condition: None };
+            state.apply(lsn, &transition).unwrap();
+        };
+        for bucket in ["b", "a"] {
+            apply(&mut state, Op::CreateBucket { bucket: bucket.into() });
+        }
+        let rule = Op::SetLifecycle { bucket: "a".into(), abort_after_days: Some(2), day_ms: 1000 };
+        apply(&mut state, rule);
+        for (n, (bucket, key)) in
+            [("b", "z"), ("a", "k"), ("a", "k"), ("b", "é")].into_iter().enumerate()
+        {
+            let meta = ObjectMeta { content_type: Some(format!("t/{n}")), ..ObjectMeta::default() };
+            let upload_id = UploadId([u8::try_from(n).unwrap(); 24]);
+            let create = Op::CreateUpload {
+                upload_id,
+                bucket: bucket.into(),
+                key: key.into(),
+                meta,
+                expires_ms: 1_000_000,
+            };
+            apply(&mut state, create);
+        }
+        let by_serde =
+            postcard::to_allocvec(&StateRef { state: &state, uploads: UploadsInOrder(&state) })
+                .unwrap();
+        assert_eq!(encode_state(&state, Vec::new()).unwrap(), by_serde);
+        assert_eq!(encode_state(&state, Vec::with_capacity(1 << 16)).unwrap(), by_serde);
+        let image: StateImage = decode_section(lsn, &by_serde).unwrap();
+        assert_eq!(image.uploads.len(), 4);
+    }
 
     /// Checkpoints written by version 1 (blobs a build before version 2 wrote, kept in
     /// `engine/fixtures/`) still load.

@@ -103,6 +103,8 @@ pub struct Engine {
     wal_bytes_total: AtomicU64,
     checkpoint_lsn: AtomicU64,
     checkpoints: AtomicU64,
+    /// How big the last checkpoint was: the next one's buffers start that big.
+    checkpoint_sizes: Mutex<CheckpointSizes>,
     expired_uploads: AtomicU64,
     _lock: Option<DirLock>,
 }
@@ -134,6 +136,24 @@ pub struct ExpiryReport {
     pub uploads: u64,
     /// Their parts' bytes, released.
     pub bytes_freed: u64,
+}
+
+/// How much the last checkpoint held.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CheckpointSizes {
+    /// Payloads it listed.
+    pub payloads: usize,
+    /// Bytes of its state section.
+    pub state_bytes: usize,
+}
+
+/// An empty vector with room for `len` values, every page of it already written (with `fill`),
+/// so that filling it takes no page faults.
+fn resident<T: Clone>(len: usize, fill: T) -> Vec<T> {
+    let mut buffer = Vec::with_capacity(len);
+    buffer.resize(len, fill);
+    buffer.clear();
+    buffer
 }
 
 /// What a checkpoint did.
@@ -466,19 +486,27 @@ impl Engine {
         let started = Instant::now();
         let inline_payloads_moved = self.migrate_inline()?;
         let migrate = started.elapsed();
-        let (lsn, state_section, payloads, state_locked) = {
+        // The buffers are made resident before the lock is taken, a little bigger than last
+        // time's: filling them then takes no page faults (a third of the time otherwise).
+        let last = self.checkpoint_sizes.lock().clone();
+        let mut payloads = resident(last.payloads + last.payloads / 8, snapshot::NO_PAYLOAD);
+        let state_section = resident(last.state_bytes + last.state_bytes / 8, 0u8);
+        let (lsn, state_section, mut payloads, state_locked) = {
             let core = self.core.read();
             let locked_at = Instant::now();
             let lsn = core.state.applied_lsn;
             // The payload snapshot is taken under the state's read lock: no transition applies
             // meanwhile, so its references are exactly those of the state at `lsn` (moves
             // recorded after `lsn` may show; replay re-applies them as no-ops).
-            let payloads = self.payload.snapshot();
-            let state_section = snapshot::encode_state(&core.state)?;
+            self.payload.references_into(&mut payloads);
+            let state_section = snapshot::encode_state(&core.state, state_section)?;
+            *self.checkpoint_sizes.lock() =
+                CheckpointSizes { payloads: payloads.len(), state_bytes: state_section.len() };
             (lsn, state_section, payloads, locked_at.elapsed())
         };
-        // The payload section is encoded after the lock is released: writers wait only for
-        // the state's part.
+        // The payload section is sorted and encoded after the lock is released: writers wait
+        // only for the state's part. Addresses are distinct, so any sort gives one order.
+        payloads.sort_unstable_by_key(|e| e.0);
         let blob = snapshot::encode(lsn, &payloads, &state_section)?;
         let encode = started.elapsed() - migrate;
         // The history up to `lsn` is durable before the checkpoint exists: so the log segments

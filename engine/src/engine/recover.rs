@@ -11,7 +11,9 @@ use tessera_wal::{Fs, Lsn, Wal};
 use tokio::sync::broadcast;
 
 use crate::config::EngineConfig;
-use crate::engine::{Core, Engine, JOURNAL_DIR, OpenReport, PAYLOAD_DIR, WAL_DIR, stage_history};
+use crate::engine::{
+    CheckpointSizes, Core, Engine, JOURNAL_DIR, OpenReport, PAYLOAD_DIR, WAL_DIR, stage_history,
+};
 use crate::error::EngineError;
 use crate::events;
 use crate::lock::DirLock;
@@ -34,7 +36,7 @@ impl Engine {
         let wal_report = opened.report;
         let payload =
             PayloadStore::open(Arc::clone(&fs), dir.join(PAYLOAD_DIR), config.payload.clone())?;
-        let (mut state, checkpoint_lsn) = match &opened.checkpoint {
+        let (mut state, checkpoint_lsn, state_section_bytes) = match &opened.checkpoint {
             Some(checkpoint) => {
                 let lsn = checkpoint.lsn.0;
                 let sections = snapshot::split(lsn, &checkpoint.blob)?;
@@ -67,9 +69,9 @@ impl Engine {
                     (payloads, image)
                 });
                 payloads?;
-                (image?, lsn)
+                (image?, lsn, sections.state.len())
             }
-            None => (State::default(), 0),
+            None => (State::default(), 0, 0),
         };
         let log_end_lsn = wal.lsn_last_appended().0;
         let (journal, journal_report, journal_fault) =
@@ -101,6 +103,7 @@ impl Engine {
             replayed += 1;
         }
         let payload_report = payload.finish_recovery()?;
+        let live_payloads = payload.space().payloads;
         tracing::info!(
             checkpoint_lsn,
             replayed,
@@ -135,6 +138,11 @@ impl Engine {
             wal_bytes_total: AtomicU64::new(0),
             checkpoint_lsn: AtomicU64::new(checkpoint_lsn),
             checkpoints: AtomicU64::new(0),
+            // The next checkpoint's buffers are sized by this one's.
+            checkpoint_sizes: Mutex::new(CheckpointSizes {
+                payloads: usize::try_from(live_payloads).unwrap_or(0),
+                state_bytes: state_section_bytes,
+            }),
             expired_uploads: AtomicU64::new(0),
             _lock: lock,
         })

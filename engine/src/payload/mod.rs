@@ -286,18 +286,24 @@ impl PayloadStore {
         state.entries.get(address).map(|e| (e.location(), u64::from(e.refs)))
     }
 
-    /// Every payload with committed references, its location and their count: what the
-    /// engine's checkpoint records (pending references belong to no committed record).
+    /// Every payload with committed references, its location and their count, in address
+    /// order: what the engine's checkpoint records (pending references belong to no committed
+    /// record).
     pub fn snapshot(&self) -> Vec<(ContentAddress, Location, u64)> {
-        let state = self.inner.state.lock();
-        let mut entries: Vec<_> = state
-            .entries
-            .iter()
-            .filter(|(_, e)| e.refs > 0)
-            .map(|(a, e)| (*a, e.location(), u64::from(e.refs)))
-            .collect();
-        entries.sort_by_key(|e| e.0);
+        let mut entries = Vec::new();
+        self.references_into(&mut entries);
+        entries.sort_unstable_by_key(|e| e.0);
         entries
+    }
+
+    /// What [`PayloadStore::snapshot`] gives, in no particular order, appended to `entries`:
+    /// a copy quick enough to take while commits wait (into a buffer whose pages are already
+    /// resident), sorted after they go on.
+    pub fn references_into(&self, entries: &mut Vec<(ContentAddress, Location, u64)>) {
+        let state = self.inner.state.lock();
+        entries.reserve(state.entries.len());
+        let live = state.entries.iter().filter(|(_, e)| e.refs > 0);
+        entries.extend(live.map(|(a, e)| (*a, e.location(), u64::from(e.refs))));
     }
 
     /// The space the store takes.
