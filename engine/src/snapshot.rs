@@ -150,12 +150,20 @@ pub fn decode_payloads(lsn: u64, bytes: &[u8]) -> Result<Vec<PayloadEntry>, Engi
     decode_section(lsn, bytes)
 }
 
-/// Decodes the state section of a blob of `version`.
+/// Decodes the state section of a blob of `version`: the state less its uploads through
+/// postcard, then the uploads by hand (`snapshot_uploads`, most of the section).
 pub fn decode_state(lsn: u64, version: u8, bytes: &[u8]) -> Result<StateImage, EngineError> {
+    let undecodable = |reason: String| EngineError::Undecodable { what: "checkpoint", lsn, reason };
     let image = if version == SNAPSHOT_VERSION_ONE_RULE {
         decode_section::<one_rule::StateImage>(lsn, bytes).map(StateImage::from)
     } else {
-        decode_section(lsn, bytes)
+        postcard::take_from_bytes::<State>(bytes).map_err(|e| undecodable(e.to_string())).and_then(
+            |(state, rest)| {
+                let uploads = crate::snapshot_uploads::decode(rest)
+                    .map_err(|e| undecodable(e.to_string()))?;
+                Ok(StateImage { state, uploads })
+            },
+        )
     };
     crate::state::decode::forget_recent();
     image

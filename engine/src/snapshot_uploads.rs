@@ -1,16 +1,25 @@
-//! The uploads of a checkpoint's state section, encoded by hand: the same bytes as postcard
-//! gives for `(UploadId, Upload)` pairs (docs/format.md §11), written with one copy per array.
+//! The uploads of a checkpoint's state section, encoded and decoded by hand: the same bytes as
+//! postcard gives for a `Vec<(UploadId, Upload)>` (docs/format.md §11), each array one slice
+//! copy.
 //!
 //! Encoding runs under the state's read lock, so commits wait for it (a checkpoint of 200K
-//! uploads held the lock for ~150 ms). Through serde, each 16-byte MD5 and 32-byte address is
-//! written byte by byte, as a tuple of `u8`s; here each is one slice copy. Rare values (an
-//! upload's non-default metadata, a part's additional checksum, an inline payload) still go
+//! uploads held the lock for ~150 ms), and decoding is most of recovery. Through serde, each
+//! 16-byte MD5 and 32-byte address is handled byte by byte, as a tuple of `u8`s. Rare values
+//! (an upload's non-default metadata, a part's additional checksum, an inline payload) still go
 //! through postcard, which encodes a value the same standing alone as inside a struct.
+//!
+//! The decoder takes untrusted bytes: every length is checked against the bytes left before
+//! anything is allocated, and every malformed input is an error, never a panic.
+
+use std::num::NonZeroU64;
+use std::sync::Arc;
 
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use crate::model::UploadId;
-use crate::state::{Part, PartData, Upload};
+use crate::model::{ObjectMeta, UploadId};
+use crate::payload::{Checksum, ContentAddress};
+use crate::state::{InlinePayload, Key, Part, PartData, Upload};
 
 /// Why the uploads could not be encoded.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +142,191 @@ fn encode_part(out: &mut Vec<u8>, part: &Part) -> Result<(), postcard::Error> {
     Ok(())
 }
 
+/// Why the uploads could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The bytes end inside a value.
+    #[error("the uploads end early, in {0}")]
+    Truncated(&'static str),
+    /// A value is malformed.
+    #[error("malformed {0} in the uploads")]
+    Malformed(&'static str),
+    /// A value decoded through postcard failed.
+    #[error("{what} in the uploads: {reason}")]
+    Postcard {
+        /// Which value.
+        what: &'static str,
+        /// What postcard said.
+        reason: String,
+    },
+}
+
+/// The least bytes one upload takes: its id, three empty strings, four one-byte numbers and
+/// tags (initiation, expiry, no abort date, version), default metadata (three) and no parts
+/// (one). A count beyond `bytes / this` cannot be honest.
+const UPLOAD_BYTES_MIN: usize = 24 + 3 + 4 + 3 + 1;
+
+/// Reads from a byte slice, front to back.
+struct Reader<'b> {
+    bytes: &'b [u8],
+}
+
+impl<'b> Reader<'b> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'b [u8], DecodeError> {
+        let (taken, rest) = self.bytes.split_at_checked(n).ok_or(DecodeError::Truncated(what))?;
+        self.bytes = rest;
+        Ok(taken)
+    }
+
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], DecodeError> {
+        let mut array = [0u8; N];
+        array.copy_from_slice(self.take(N, what)?);
+        Ok(array)
+    }
+
+    fn byte(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>(what)?[0])
+    }
+
+    /// A varint of at most `bits` bits, as postcard writes it: 7 bits a byte, at most
+    /// `ceil(bits / 7)` bytes, and no bit beyond `bits`.
+    fn varint(&mut self, bits: u32, what: &'static str) -> Result<u64, DecodeError> {
+        let mut value = 0u64;
+        for shift in (0..bits).step_by(7) {
+            let byte = self.byte(what)?;
+            let low = u64::from(byte & 0x7F);
+            if shift + 7 > bits && low >> (bits - shift) != 0 {
+                return Err(DecodeError::Malformed(what));
+            }
+            value |= low << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(DecodeError::Malformed(what))
+    }
+
+    fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+        self.varint(64, what)
+    }
+
+    /// A length that cannot exceed the bytes left (each counted thing takes at least
+    /// `min_bytes_each`).
+    fn length(&mut self, min_bytes_each: usize, what: &'static str) -> Result<usize, DecodeError> {
+        let length = usize::try_from(self.u64(what)?).map_err(|_| DecodeError::Malformed(what))?;
+        if length > self.bytes.len() / min_bytes_each.max(1) {
+            return Err(DecodeError::Truncated(what));
+        }
+        Ok(length)
+    }
+
+    fn str(&mut self, what: &'static str) -> Result<&'b str, DecodeError> {
+        let length = self.length(1, what)?;
+        std::str::from_utf8(self.take(length, what)?).map_err(|_| DecodeError::Malformed(what))
+    }
+
+    /// An option's tag: false for `None`, true for `Some`.
+    fn option(&mut self, what: &'static str) -> Result<bool, DecodeError> {
+        match self.byte(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(DecodeError::Malformed(what)),
+        }
+    }
+
+    /// A value through postcard.
+    fn postcard<T: DeserializeOwned>(&mut self, what: &'static str) -> Result<T, DecodeError> {
+        let (value, rest) = postcard::take_from_bytes(self.bytes)
+            .map_err(|e| DecodeError::Postcard { what, reason: e.to_string() })?;
+        self.bytes = rest;
+        Ok(value)
+    }
+}
+
+/// A string shared with the last one decoded in its place, when equal: most uploads repeat
+/// their bucket and owner (`State::restore` interns them in any case; this spares the
+/// allocations).
+#[derive(Default)]
+struct LastStr(Option<Arc<str>>);
+
+impl LastStr {
+    fn share(&mut self, text: &str) -> Arc<str> {
+        match &self.0 {
+            Some(last) if **last == *text => Arc::clone(last),
+            _ => {
+                let fresh: Arc<str> = Arc::from(text);
+                self.0 = Some(Arc::clone(&fresh));
+                fresh
+            }
+        }
+    }
+}
+
+/// Decodes a sequence of uploads that must fill `bytes` exactly.
+pub fn decode(bytes: &[u8]) -> Result<Vec<(UploadId, Upload)>, DecodeError> {
+    let mut reader = Reader { bytes };
+    let count = reader.length(UPLOAD_BYTES_MIN, "the upload count")?;
+    let mut uploads = Vec::with_capacity(count);
+    let (mut bucket, mut owner) = (LastStr::default(), LastStr::default());
+    let default_meta = Arc::new(ObjectMeta::default());
+    for _ in 0..count {
+        let id = UploadId(reader.array("an upload id")?);
+        let upload = Upload {
+            bucket: bucket.share(reader.str("a bucket name")?),
+            key: Key(Arc::from(reader.str("a key")?)),
+            owner: owner.share(reader.str("an owner")?),
+            initiated_ms: reader.u64("an initiation time")?,
+            ttl_expires_ms: reader.u64("an expiry time")?,
+            abort_ms: match reader.option("an abort date")? {
+                false => None,
+                // An older build could write 0 (see `Upload::abort_ms`).
+                true => {
+                    Some(NonZeroU64::new(reader.u64("an abort date")?).unwrap_or(NonZeroU64::MIN))
+                }
+            },
+            version: reader.u64("a version")?,
+            meta: {
+                let meta: ObjectMeta = reader.postcard("metadata")?;
+                if meta == *default_meta { Arc::clone(&default_meta) } else { Arc::new(meta) }
+            },
+            parts: decode_parts(&mut reader)?,
+        };
+        uploads.push((id, upload));
+    }
+    if reader.bytes.is_empty() {
+        Ok(uploads)
+    } else {
+        Err(DecodeError::Malformed("bytes after the last upload"))
+    }
+}
+
+/// The least bytes one part takes (number, size, MD5, checksum tag, time, data tag).
+const PART_BYTES_MIN: usize = 1 + 1 + 16 + 1 + 1 + 1;
+
+fn decode_parts(reader: &mut Reader<'_>) -> Result<Vec<Part>, DecodeError> {
+    let count = reader.length(PART_BYTES_MIN, "a part count")?;
+    let mut parts = Vec::with_capacity(count);
+    for _ in 0..count {
+        let number = u16::try_from(reader.varint(16, "a part number")?)
+            .map_err(|_| DecodeError::Malformed("a part number"))?;
+        let size_bytes = reader.u64("a part size")?;
+        let md5 = reader.array("a part's MD5")?;
+        let checksum = match reader.option("a part's checksum")? {
+            false => None,
+            true => Some(Box::new(reader.postcard::<Checksum>("a part's checksum")?)),
+        };
+        let time_ms = reader.u64("a part's time")?;
+        let data = match reader.varint(32, "a part's data")? {
+            0 => PartData::Empty,
+            1 => PartData::Stored(ContentAddress(reader.array("a part's address")?)),
+            2 => PartData::Inline(Box::new(reader.postcard::<InlinePayload>("inline bytes")?)),
+            _ => return Err(DecodeError::Malformed("a part's data")),
+        };
+        parts.push(Part { number, size_bytes, md5, checksum, time_ms, data });
+    }
+    Ok(parts)
+}
+
 #[cfg(test)]
 mod tests {
     use std::num::NonZeroU64;
@@ -223,6 +417,88 @@ mod tests {
             let by_postcard = postcard::to_extend(&uploads, vec![0xAA]).unwrap();
             prop_assert_eq!(by_hand, by_postcard);
         }
+    }
+
+    proptest! {
+        /// What the encoder writes decodes to what it was given, and decodes as postcard
+        /// decodes it.
+        #[test]
+        fn uploads_decode_as_postcard_decodes_them(
+            uploads in proptest::collection::vec(upload(), 0..6)
+        ) {
+            let mut bytes = Vec::new();
+            encode(&mut bytes, uploads.len(), uploads.iter().map(|(id, u)| (id, u))).unwrap();
+            let decoded = decode(&bytes).unwrap();
+            prop_assert_eq!(&decoded, &uploads);
+            let by_postcard: Vec<(UploadId, Upload)> = postcard::from_bytes(&bytes).unwrap();
+            prop_assert_eq!(decoded, by_postcard);
+        }
+
+        /// Every cut of a valid sequence, and every byte changed, gives an error or a value,
+        /// never a panic; a cut never decodes, and neither does a byte added at the end.
+        #[test]
+        fn damaged_sequences_fail_cleanly(
+            uploads in proptest::collection::vec(upload(), 1..3),
+            flip in any::<(usize, u8)>(),
+        ) {
+            let mut bytes = Vec::new();
+            encode(&mut bytes, uploads.len(), uploads.iter().map(|(id, u)| (id, u))).unwrap();
+            for cut in 0..bytes.len() {
+                prop_assert!(decode(&bytes[..cut]).is_err(), "cut at {}", cut);
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            prop_assert!(decode(&longer).is_err());
+            let mut flipped = bytes;
+            let at = flip.0 % flipped.len();
+            flipped[at] ^= flip.1 | 1;
+            let _ = decode(&flipped);
+        }
+
+        /// Arbitrary bytes never panic the decoder, and it accepts no more than postcard does.
+        #[test]
+        fn arbitrary_bytes_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            if decode(&bytes).is_ok() {
+                prop_assert!(postcard::from_bytes::<Vec<(UploadId, Upload)>>(&bytes).is_ok());
+            }
+        }
+    }
+
+    /// A sequence of the smallest uploads there can be decodes (the count's bound is exact).
+    #[test]
+    fn the_smallest_uploads_decode() {
+        let smallest = Upload {
+            bucket: Arc::from(""),
+            key: Key(Arc::from("")),
+            owner: Arc::from(""),
+            initiated_ms: 0,
+            ttl_expires_ms: 0,
+            abort_ms: None,
+            version: 0,
+            meta: Arc::default(),
+            parts: Vec::new(),
+        };
+        let uploads: Vec<_> = (0..10u8).map(|n| (UploadId([n; 24]), smallest.clone())).collect();
+        let mut bytes = Vec::new();
+        encode(&mut bytes, uploads.len(), uploads.iter().map(|(id, u)| (id, u))).unwrap();
+        assert_eq!(bytes.len(), 1 + 10 * UPLOAD_BYTES_MIN);
+        assert_eq!(decode(&bytes).unwrap(), uploads);
+    }
+
+    /// Varints: the largest value of each width decodes, one bit more does not.
+    #[test]
+    fn varints_are_bounded_by_their_width() {
+        let read = |bytes: &[u8], bits| Reader { bytes }.varint(bits, "a test varint");
+        assert_eq!(read(&[0xFF, 0xFF, 0x03], 16), Ok(u64::from(u16::MAX)));
+        assert!(read(&[0xFF, 0xFF, 0x07], 16).is_err());
+        assert!(read(&[0x80, 0x80, 0x80], 16).is_err());
+        let mut max = vec![0xFF; 9];
+        max.push(0x01);
+        assert_eq!(read(&max, 64), Ok(u64::MAX));
+        max[9] = 0x02;
+        assert!(read(&max, 64).is_err());
+        assert_eq!(read(&[0x00], 64), Ok(0));
+        assert!(read(&[], 64).is_err());
     }
 
     /// An index that lists fewer or more uploads than there are fails the checkpoint.
