@@ -131,10 +131,20 @@ fn damaged_or_crafted_locations_in_records_are_refused() {
     let fs = SimFs::new(5).shared();
     let store = PayloadStore::open(fs, "/p", small_options()).unwrap();
     let address = ContentAddress([9; 32]);
-    for (offset, len) in [(u64::MAX - 8, 100), (33, 100), (0, 100), (32, 0), (32, u64::MAX)] {
-        let bad = Location::Segment { segment: SegmentId(1), offset, len };
+    let beyond_32_bits = 1 << 32;
+    for (segment, offset, len) in [
+        (1, u64::MAX - 8, 100),
+        (1, 33, 100),
+        (1, 0, 100),
+        (1, 32, 0),
+        (1, 32, u64::MAX),
+        // Ids and offsets are kept in 32 bits: larger ones cannot have been written.
+        (1, beyond_32_bits, 100),
+        (beyond_32_bits, 32, 100),
+    ] {
+        let bad = Location::Segment { segment: SegmentId(segment), offset, len };
         let err = store.recover_ref(address, &bad).unwrap_err();
-        assert!(matches!(err, PayloadError::BadLocation { .. }), "{offset}/{len}: {err}");
+        assert!(matches!(err, PayloadError::BadLocation { .. }), "{segment}/{offset}/{len}: {err}");
         let err = store.recover_move(&address, &bad, &bad).unwrap_err();
         assert!(matches!(err, PayloadError::BadLocation { .. }), "{err}");
     }

@@ -57,7 +57,7 @@ impl PayloadStore {
                 .filter(|r| r.len > 0 && seen.insert(r.address))
                 .filter_map(|r| {
                     let entry = state.entries.get(&r.address).filter(|e| !e.is_verified())?;
-                    let segment = state.segments.get(&entry.segment)?;
+                    let segment = state.segments.get(&entry.segment())?;
                     Some((
                         r.address,
                         entry.location(),

@@ -121,24 +121,19 @@ impl PayloadStore {
         let (live, old) = {
             let state = inner.state.lock();
             let Some(segment) = state.segments.get(&id) else { return Ok(None) };
-            let in_segment = || state.entries.iter().filter(|(_, e)| e.segment == id);
+            let in_segment = || state.entries.iter().filter(|(_, e)| e.segment() == id);
             if in_segment().any(|(_, e)| e.pending() > 0) {
                 return Ok(None);
             }
             let live: Vec<(ContentAddress, u64, u64)> =
-                in_segment().map(|(a, e)| (*a, e.offset, e.len)).collect();
+                in_segment().map(|(a, e)| (*a, e.offset(), e.len)).collect();
             (live, (std::sync::Arc::clone(&segment.file), segment.path.clone()))
         };
         if live.is_empty() {
             inner.remove_segment(id)?;
             return Ok(Some((0, 0)));
         }
-        let new_id = {
-            let mut state = inner.state.lock();
-            let new_id = SegmentId(state.next_id);
-            state.next_id += 1;
-            new_id
-        };
+        let new_id = inner.state.lock().next_segment_id()?;
         let (file, path) = inner.create_segment(new_id)?;
         let mut copies = Vec::with_capacity(live.len());
         let mut end = PAYLOAD_SEGMENT_HEADER_BYTES;
@@ -180,8 +175,7 @@ impl PayloadStore {
                 if let (Some(entry), Location::Segment { offset, .. }) =
                     (state.entries.get_mut(&m.address), &m.to)
                 {
-                    entry.segment = new_id;
-                    entry.offset = *offset;
+                    entry.relocate(new_id, *offset);
                     moved_bytes += entry.span();
                 }
             }
@@ -189,7 +183,7 @@ impl PayloadStore {
                 Segment { file, path, end_bytes: end, live_bytes: moved_bytes, sealed: true };
             state.segments.insert(new_id, segment);
             let left: u64 =
-                state.entries.values().filter(|e| e.segment == id).map(Entry::span).sum();
+                state.entries.values().filter(|e| e.segment() == id).map(Entry::span).sum();
             if let Some(old) = state.segments.get_mut(&id) {
                 old.live_bytes = left;
             }

@@ -118,6 +118,12 @@ pub enum PayloadError {
         /// The length named.
         len: u64,
     },
+    /// Every segment id this build can keep was given out (ids never repeat).
+    #[error("no segment id is left: ids above {max} cannot be kept")]
+    SegmentIdsExhausted {
+        /// The largest id.
+        max: u64,
+    },
     /// A checkpoint or the log gives a payload more references than a live state can hold
     /// (each is a part in memory; the count is kept in 32 bits).
     #[error("payload {address} has {refs} references: more than {max}, the most a state can hold")]

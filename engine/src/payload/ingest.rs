@@ -371,7 +371,7 @@ impl Inner {
     ) -> Option<(Location, bool, Arc<dyn tessera_wal::FsFile>, std::path::PathBuf)> {
         let state = self.state.lock();
         let entry = state.entries.get(address)?;
-        let segment = state.segments.get(&entry.segment)?;
+        let segment = state.segments.get(&entry.segment())?;
         Some((
             entry.location(),
             entry.is_verified(),
@@ -392,9 +392,8 @@ impl crate::payload::State {
         len: u64,
     ) -> Option<u64> {
         let entry = self.entries.get_mut(address).filter(|e| Some(&e.location()) == old)?;
-        let (from, span) = (entry.segment, entry.span());
-        entry.segment = claim.id;
-        entry.offset = claim.start;
+        let (from, span) = (entry.segment(), entry.span());
+        entry.relocate(claim.id, claim.start);
         entry.set_verified();
         debug_assert_eq!(entry.len, len);
         if let Some(segment) = self.segments.get_mut(&from) {

@@ -96,6 +96,8 @@ impl PayloadOptions {
     fn validate(&self) -> Result<(), PayloadError> {
         let reason = if self.segment_bytes < PAYLOAD_SEGMENT_HEADER_BYTES + ENTRY_HEADER_BYTES {
             "segment_bytes must hold a segment header and an entry header"
+        } else if self.segment_bytes > SEGMENT_OFFSET_MAX {
+            "segment_bytes must be below 4 GiB (entry offsets are kept in 32 bits)"
         } else if self.payload_bytes_max > format::PAYLOAD_BYTES_LIMIT {
             "payload_bytes_max must not exceed the format's limit (1 TiB)"
         } else if !(0.0..=1.0).contains(&self.compact_live_fraction) {
@@ -139,8 +141,10 @@ struct State {
 /// three parts (memory per upload is a benchmark figure): the counts take 32 bits each.
 #[derive(Debug)]
 struct Entry {
-    segment: SegmentId,
-    offset: u64,
+    /// The segment's id: at most `SEGMENT_ID_MAX`.
+    segment_id: u32,
+    /// Where the entry's header starts in its segment: at most `SEGMENT_OFFSET_MAX`.
+    offset_bytes: u32,
     len: u64,
     /// References of committed records (what a checkpoint records and replay rebuilds). Each is
     /// a part held in memory, so 32 bits are ample: 2^32 parts would need hundreds of GiB.
@@ -155,15 +159,51 @@ struct Entry {
 /// The bit of `Entry::pending_verified` that says the entry is verified.
 const VERIFIED_BIT: u32 = 1 << 31;
 
+/// The largest segment id this build gives out or accepts (ids are kept in 32 bits).
+pub const SEGMENT_ID_MAX: u64 = u32::MAX as u64;
+
+/// The largest offset of an entry this build accepts (offsets are kept in 32 bits): an entry
+/// starts before its segment's `segment_bytes`, which is at most this.
+pub const SEGMENT_OFFSET_MAX: u64 = u32::MAX as u64;
+
+/// A segment id and an entry's offset in 32 bits each.
+fn narrow(segment: SegmentId, offset: u64) -> (u32, u32) {
+    // Invariant: ids come from `State::next_segment_id` or from records `check_location`
+    // passed, offsets from segments no longer than `PayloadOptions::segment_bytes` or from such
+    // records: both bounded by the maxima above.
+    #[expect(clippy::expect_used, reason = "bounded where they come from")]
+    let narrowed = (
+        u32::try_from(segment.0).expect("segment ids fit 32 bits"),
+        u32::try_from(offset).expect("entry offsets fit 32 bits"),
+    );
+    narrowed
+}
+
 impl Entry {
     /// An entry with committed references `refs` and `pending` pending ones.
     fn new(segment: SegmentId, offset: u64, len: u64, refs: u32, pending: u32) -> Entry {
         debug_assert!(pending < VERIFIED_BIT, "pending references fit 31 bits");
-        Entry { segment, offset, len, refs, pending_verified: pending }
+        let (segment_id, offset_bytes) = narrow(segment, offset);
+        Entry { segment_id, offset_bytes, len, refs, pending_verified: pending }
+    }
+
+    /// Its segment.
+    fn segment(&self) -> SegmentId {
+        SegmentId(u64::from(self.segment_id))
+    }
+
+    /// Where its header starts in its segment.
+    fn offset(&self) -> u64 {
+        u64::from(self.offset_bytes)
+    }
+
+    /// Points it at a copy of its bytes.
+    fn relocate(&mut self, segment: SegmentId, offset: u64) {
+        (self.segment_id, self.offset_bytes) = narrow(segment, offset);
     }
 
     fn location(&self) -> Location {
-        Location::Segment { segment: self.segment, offset: self.offset, len: self.len }
+        Location::Segment { segment: self.segment(), offset: self.offset(), len: self.len }
     }
 
     fn span(&self) -> u64 {
@@ -319,6 +359,16 @@ impl PayloadStore {
 }
 
 impl State {
+    /// A segment id never given out before.
+    fn next_segment_id(&mut self) -> Result<SegmentId, PayloadError> {
+        let id = self.next_id;
+        if id > SEGMENT_ID_MAX {
+            return Err(PayloadError::SegmentIdsExhausted { max: SEGMENT_ID_MAX });
+        }
+        self.next_id += 1;
+        Ok(SegmentId(id))
+    }
+
     /// Drops one committed reference; false if the address has none.
     fn release(&mut self, address: &ContentAddress) -> bool {
         let Some(entry) = self.entries.get_mut(address).filter(|e| e.refs > 0) else {
@@ -352,9 +402,54 @@ impl State {
         let Some(entry) = self.entries.remove(address) else { return };
         // While recovering, live bytes are counted once replay is over.
         if !self.recovering
-            && let Some(segment) = self.segments.get_mut(&entry.segment)
+            && let Some(segment) = self.segments.get_mut(&entry.segment())
         {
             segment.live_bytes -= entry.span();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ids are given out up to the largest an entry can keep, then refused, never reused.
+    #[test]
+    fn segment_ids_end_at_the_largest_an_entry_keeps() {
+        let mut state = State { next_id: SEGMENT_ID_MAX - 1, ..State::default() };
+        assert_eq!(state.next_segment_id().ok(), Some(SegmentId(SEGMENT_ID_MAX - 1)));
+        assert_eq!(state.next_segment_id().ok(), Some(SegmentId(SEGMENT_ID_MAX)));
+        let err = state.next_segment_id().unwrap_err();
+        assert!(matches!(err, PayloadError::SegmentIdsExhausted { .. }), "{err}");
+        assert!(state.next_segment_id().is_err());
+    }
+
+    /// An entry keeps the largest id and offset as they were, and its location shows them.
+    #[test]
+    fn an_entry_keeps_the_largest_id_and_offset() {
+        let mut entry = Entry::new(SegmentId(SEGMENT_ID_MAX), SEGMENT_OFFSET_MAX, 7, 1, 0);
+        let expected = Location::Segment {
+            segment: SegmentId(SEGMENT_ID_MAX),
+            offset: SEGMENT_OFFSET_MAX,
+            len: 7,
+        };
+        assert_eq!(entry.location(), expected);
+        entry.relocate(SegmentId(3), 96);
+        assert_eq!(
+            entry.location(),
+            Location::Segment { segment: SegmentId(3), offset: 96, len: 7 }
+        );
+        assert_eq!(std::mem::size_of::<Entry>(), 24);
+    }
+
+    /// Segments cannot be configured longer than an entry's offset can say.
+    #[test]
+    fn segment_bytes_beyond_32_bit_offsets_are_refused() {
+        let options =
+            PayloadOptions { segment_bytes: SEGMENT_OFFSET_MAX + 1, ..PayloadOptions::default() };
+        assert!(matches!(options.validate(), Err(PayloadError::InvalidOptions { .. })));
+        let options =
+            PayloadOptions { segment_bytes: SEGMENT_OFFSET_MAX, ..PayloadOptions::default() };
+        assert!(options.validate().is_ok());
     }
 }

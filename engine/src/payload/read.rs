@@ -201,9 +201,9 @@ impl PayloadStore {
                 .get(address)
                 .ok_or(PayloadError::UnknownAddress { address: *address })?;
             let segment =
-                state.segments.get(&entry.segment).ok_or(PayloadError::MissingSegment {
+                state.segments.get(&entry.segment()).ok_or(PayloadError::MissingSegment {
                     address: *address,
-                    segment: entry.segment,
+                    segment: entry.segment(),
                 })?;
             (entry.location(), entry.is_verified(), Arc::clone(&segment.file), segment.path.clone())
         };
@@ -250,12 +250,12 @@ impl PayloadStore {
                 .entries
                 .iter()
                 .filter_map(|(address, e)| {
-                    let segment = state.segments.get(&e.segment)?;
+                    let segment = state.segments.get(&e.segment())?;
                     Some((
                         *address,
                         Arc::clone(&segment.file),
                         segment.path.clone(),
-                        e.offset,
+                        e.offset(),
                         e.len,
                     ))
                 })

@@ -16,7 +16,10 @@ use crate::payload::address::{ContentAddress, Location, SegmentId};
 use crate::payload::error::{PayloadCorruption, PayloadError};
 use crate::payload::format::{self, PAYLOAD_SEGMENT_HEADER_BYTES};
 use crate::payload::segments::check_segment_file;
-use crate::payload::{DenseMap, Entry, Inner, PayloadOptions, PayloadStore, Segment, State};
+use crate::payload::{
+    DenseMap, Entry, Inner, PayloadOptions, PayloadStore, SEGMENT_ID_MAX, SEGMENT_OFFSET_MAX,
+    Segment, State,
+};
 
 /// What `finish_recovery` did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -141,8 +144,7 @@ impl PayloadStore {
         check_location(address, to)?;
         state.note_segment(segment);
         if let Some(entry) = state.entries.get_mut(address).filter(|e| e.location() == *from) {
-            entry.segment = segment;
-            entry.offset = offset;
+            entry.relocate(segment, offset);
         }
         Ok(())
     }
@@ -163,17 +165,17 @@ impl PayloadStore {
             let mut last_end: std::collections::BTreeMap<SegmentId, u64> = Default::default();
             for (address, entry) in entries.iter() {
                 let segment =
-                    segments.get_mut(&entry.segment).ok_or(PayloadError::MissingSegment {
+                    segments.get_mut(&entry.segment()).ok_or(PayloadError::MissingSegment {
                         address: *address,
-                        segment: entry.segment,
+                        segment: entry.segment(),
                     })?;
                 // Locations were checked when replayed, so these sums stay far from u64::MAX.
-                let end = entry.offset + entry.span();
-                let data_end = entry.offset + format::ENTRY_HEADER_BYTES + entry.len;
+                let end = entry.offset() + entry.span();
+                let data_end = entry.offset() + format::ENTRY_HEADER_BYTES + entry.len;
                 if data_end > segment.end_bytes {
                     return Err(PayloadError::Corrupt {
                         path: segment.path.clone(),
-                        offset_bytes: entry.offset,
+                        offset_bytes: entry.offset(),
                         reason: PayloadCorruption::PastEnd {
                             entry_bytes: data_end,
                             file_bytes: segment.end_bytes,
@@ -181,7 +183,7 @@ impl PayloadStore {
                     });
                 }
                 segment.live_bytes += entry.span();
-                let last = last_end.entry(entry.segment).or_insert(0);
+                let last = last_end.entry(entry.segment()).or_insert(0);
                 *last = (*last).max(end.min(segment.end_bytes));
             }
             let mut cuts = Vec::new();
@@ -265,7 +267,8 @@ fn reference_count(address: &ContentAddress, refs: u64) -> Result<u32, PayloadEr
 fn check_location(address: &ContentAddress, location: &Location) -> Result<(), PayloadError> {
     let Location::Segment { segment, offset, len } = *location else { return Ok(()) };
     let aligned = offset.is_multiple_of(format::ENTRY_ALIGN_BYTES);
-    let in_range = (PAYLOAD_SEGMENT_HEADER_BYTES..=format::PAYLOAD_BYTES_LIMIT).contains(&offset);
+    let in_range = (PAYLOAD_SEGMENT_HEADER_BYTES..=SEGMENT_OFFSET_MAX).contains(&offset)
+        && segment.0 <= SEGMENT_ID_MAX;
     let len_ok = (1..=format::PAYLOAD_BYTES_LIMIT).contains(&len);
     if aligned && in_range && len_ok {
         Ok(())

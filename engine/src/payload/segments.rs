@@ -34,9 +34,7 @@ impl Inner {
                 let (file, path) = (Arc::clone(&segment.file), segment.path.clone());
                 return Ok(Claim { id, file, path, start: segment.end_bytes });
             }
-            let id = SegmentId(state.next_id);
-            state.next_id += 1;
-            id
+            state.next_segment_id()?
         };
         let (file, path) = self.create_segment(id)?;
         let start = PAYLOAD_SEGMENT_HEADER_BYTES;
