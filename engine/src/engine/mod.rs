@@ -105,6 +105,8 @@ pub struct Engine {
     checkpoints: AtomicU64,
     /// How big the last checkpoint was: the next one's buffers start that big.
     checkpoint_sizes: Mutex<CheckpointSizes>,
+    /// The uploads and objects given inline parts since the last move into segments.
+    inline_owners: Mutex<migrate::InlineOwners>,
     expired_uploads: AtomicU64,
     _lock: Option<DirLock>,
 }
@@ -356,6 +358,12 @@ impl Engine {
                 self.run_effects(&applied.effects, pending);
                 applied.outcome
             });
+            if result.is_ok()
+                && let Some(owner) = migrate::inline_owner(&transition.op)
+                && let Some(noted) = self.inline_owners.lock().as_mut()
+            {
+                noted.push(owner);
+            }
             self.record(lsn, &transition, subject, &result);
             applied.applied.push((lsn, result));
         }

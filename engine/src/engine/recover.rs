@@ -143,6 +143,8 @@ impl Engine {
                 payloads: usize::try_from(live_payloads).unwrap_or(0),
                 state_bytes: state_section_bytes,
             }),
+            // Replay may have given any upload or object an inline part.
+            inline_owners: Mutex::new(None),
             expired_uploads: AtomicU64::new(0),
             _lock: lock,
         })
