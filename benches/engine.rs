@@ -6,8 +6,9 @@
 //!   (`peers/group_log.rs`), which no store here can be expected to beat;
 //! - an engine holding 1M live uploads of 3 parts each (`TESSERA_BENCH_UPLOADS`): recovery time
 //!   after the process ends without a checkpoint and with a recent one, one ListMultipartUploads
-//!   page of 1000 by prefix, and the resident (anonymous) memory per live upload, key bytes
-//!   excluded, each measured in a fresh process.
+//!   page of 1000 by prefix, the resident (anonymous) memory per live upload, key bytes
+//!   excluded, and how long a checkpoint taken after 1000 new uploads holds the state's lock
+//!   (`checkpoint_locked_ms_1m`: commits wait that long), each measured in a fresh process.
 //!
 //! Writes `target/bench/engine.json`. Environment: `TESSERA_BENCH_SECS` (seconds per
 //! throughput point, default 5), `TESSERA_BENCH_UPLOADS` (default 1,000,000),
@@ -218,8 +219,13 @@ fn bench() -> Result<(), BoxError> {
     };
     json.insert("state_uploads".into(), uploads.into());
     // An engine that has run a while: a second checkpoint has retired the covered segments.
-    run_child("checkpoint-again", &state_dir)?;
+    let again = run_child("checkpoint-again", &state_dir)?;
     let warm = run_child("recover", &state_dir)?;
+    let checkpoint_locked_ms = again.get("checkpoint_locked_ms").cloned().unwrap_or(Value::Null);
+    println!(
+        "a checkpoint of {uploads} uploads after {CHECKPOINT_PROBE_UPLOADS} new ones held the state's lock {checkpoint_locked_ms} ms"
+    );
+    json.insert("checkpoint_locked_ms_1m".into(), checkpoint_locked_ms);
     let get = |v: &Value, k: &str| {
         v.get(k).and_then(Value::as_f64).ok_or_else(|| format!("child gave no {k}"))
     };
@@ -312,6 +318,38 @@ fn load_state(dir: &Path, uploads: u64) -> Result<u64, BoxError> {
     Ok(key_bytes.into_inner())
 }
 
+/// Uploads of 3 inline parts written before the checkpoint whose lock is measured.
+const CHECKPOINT_PROBE_UPLOADS: u64 = 1000;
+
+/// Writes `uploads` new uploads of 3 parts each (inline, like the loaded ones); returns their
+/// keys and ids.
+fn put_inline_uploads(engine: &Engine, uploads: u64) -> Result<Vec<(String, String)>, BoxError> {
+    let mut random = workload::SplitMix64::new(SEED ^ 0xC4EC);
+    let mut payload = vec![0u8; STATE_PART_BYTES];
+    let mut made = Vec::new();
+    for n in 0..uploads {
+        let key = format!("probe/{}/{n:06}", std::process::id());
+        let id = engine
+            .create_upload(ACTOR, workload::BUCKET, &key, ObjectMeta::default())?
+            .upload_id
+            .to_string();
+        for part_number in 1..=3 {
+            random.fill(&mut payload);
+            let request = PartUpload {
+                bucket: workload::BUCKET,
+                key: &key,
+                upload_id: &id,
+                part_number,
+                content_length: Some(STATE_PART_BYTES as u64),
+                ..PartUpload::default()
+            };
+            engine.put_part(ACTOR, &request, &mut &payload[..])?;
+        }
+        made.push((key, id));
+    }
+    Ok(made)
+}
+
 fn run_child(role: &str, dir: &Path) -> Result<Value, BoxError> {
     let output = Command::new(std::env::current_exe()?)
         .env("TESSERA_BENCH_CHILD", role)
@@ -364,6 +402,16 @@ fn child(role: &str) -> Result<(), BoxError> {
         engine.create_bucket(ACTOR, &format!("bench-after-{}", std::process::id()))?;
         let report = engine.checkpoint()?.ok_or("no checkpoint taken")?;
         eprintln!("second checkpoint: {report:?}");
+        // A checkpoint of an engine taking writes: how long it stops commits.
+        let ids = put_inline_uploads(&engine, CHECKPOINT_PROBE_UPLOADS)?;
+        let report = engine.checkpoint()?.ok_or("no checkpoint taken")?;
+        eprintln!("checkpoint after {CHECKPOINT_PROBE_UPLOADS} new uploads: {report:?}");
+        let locked = report.state_locked + report.migrate_locked;
+        out.insert("checkpoint_locked_ms".into(), number(locked.as_secs_f64() * 1000.0));
+        // The state goes back to the loaded one (the figures of later children are per upload).
+        for (key, id) in &ids {
+            engine.abort_upload(ACTOR, workload::BUCKET, key, id, None)?;
+        }
     } else if role == "recover-and-checkpoint" {
         let started = Instant::now();
         let report = engine.checkpoint()?.ok_or("no checkpoint taken")?;

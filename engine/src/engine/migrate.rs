@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::engine::Engine;
 use crate::error::EngineError;
@@ -107,8 +108,9 @@ fn parts<'s>(
 }
 
 impl Engine {
-    /// Moves the inline payloads of the state into the payload store; returns how many.
-    pub(super) fn migrate_inline(&self) -> Result<usize, EngineError> {
+    /// Moves the inline payloads of the state into the payload store; returns how many, and
+    /// how long the state's write lock was held.
+    pub(super) fn migrate_inline(&self) -> Result<(usize, Duration), EngineError> {
         // From here on, transitions note their owners in a fresh list; those noted before are
         // this move's (a transition noted twice is looked at twice, harmlessly).
         let owners: InlineOwners = self.inline_owners.lock().replace(Vec::new());
@@ -126,7 +128,7 @@ impl Engine {
                 .collect()
         };
         if inline.is_empty() {
-            return Ok(0);
+            return Ok((0, Duration::ZERO));
         }
         let items: Vec<(&ContentAddress, &InlineBytes)> = inline.iter().collect();
         let payloads: Vec<(&[u8], [u8; 16])> =
@@ -143,6 +145,7 @@ impl Engine {
             }
         }
         let mut core = self.core.write();
+        let locked_at = Instant::now();
         let mut references: HashMap<ContentAddress, u64> = HashMap::new();
         // Points a part at its stored copy; true if it stays inline.
         let mut convert = |part: &mut Part| -> bool {
@@ -183,6 +186,8 @@ impl Engine {
                 }
             }
         }
+        // The references are taken before the lock goes: a transition that drops one of these
+        // parts must find its reference there to release.
         let mut moved = 0;
         for (address, pending) in pending_of {
             let Some(&count) = references.get(&address) else { continue };
@@ -192,7 +197,9 @@ impl Engine {
             }
             moved += 1;
         }
-        Ok(moved)
+        let locked = locked_at.elapsed();
+        drop(core);
+        Ok((moved, locked))
     }
 }
 

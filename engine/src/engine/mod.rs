@@ -169,6 +169,9 @@ pub struct CheckpointReport {
     pub inline_payloads_moved: u64,
     /// Time moving them.
     pub migrate: Duration,
+    /// Of which the state's write lock was held (pointing the parts at their stored copies;
+    /// transitions wait to apply, and reads wait).
+    pub migrate_locked: Duration,
     /// Time encoding the checkpoint.
     pub encode: Duration,
     /// Of which the state's read lock was held (transitions wait to apply meanwhile).
@@ -492,7 +495,7 @@ impl Engine {
             return Ok(None);
         }
         let started = Instant::now();
-        let inline_payloads_moved = self.migrate_inline()?;
+        let (inline_payloads_moved, migrate_locked) = self.migrate_inline()?;
         let migrate = started.elapsed();
         // The buffers are made resident before the lock is taken, a little bigger than last
         // time's: filling them then takes no page faults (a third of the time otherwise).
@@ -544,6 +547,7 @@ impl Engine {
             blob_bytes: blob.len() as u64,
             inline_payloads_moved: inline_payloads_moved as u64,
             migrate,
+            migrate_locked,
             encode,
             state_locked,
             write: started.elapsed() - migrate - encode,
