@@ -16,7 +16,9 @@
 //! the 1M-upload figures: recovery, listing, memory; written to `engine-state.json`) or
 //! `TESSERA_BENCH_ONLY=throughput` (only the workload's points; `engine-throughput.json`),
 //! `TESSERA_BENCH_KEEP_STATE=<dir>` (keep the loaded state there; a later run given the same
-//! directory reuses it, skipping the load and the figures that need a log without checkpoint).
+//! directory reuses it, skipping the load and the figures that need a log without checkpoint),
+//! `TESSERA_BENCH_CHECKPOINTS=inline` (the engine takes its checkpoints in the commits that make
+//! them due, rather than on its checkpoint thread as the gateway runs it).
 //! `./scripts/bench` installs redis-server first when it is missing.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -45,10 +47,17 @@ const STATE_PART_BYTES: usize = 64;
 
 fn engine_point(base: &Path, clients: usize, duration: Duration) -> Result<RunFigures, BoxError> {
     let dir = tempfile::Builder::new().prefix("engine-").tempdir_in(base)?;
-    let engine = Engine::open(dir.path(), workload_config())?;
+    let engine = std::sync::Arc::new(Engine::open(dir.path(), workload_config())?);
     engine.create_bucket(ACTOR, workload::BUCKET)?;
+    // As the gateway runs it: automatic checkpoints on their own thread, unless
+    // `TESSERA_BENCH_CHECKPOINTS=inline` (the commit that makes one due takes it).
+    let inline = std::env::var("TESSERA_BENCH_CHECKPOINTS").is_ok_and(|v| v == "inline");
+    let checkpointer = if inline { None } else { Some(Engine::start_checkpointer(&engine)?) };
     let store = EngineStore { engine };
     let figures = workload::run(&store, clients, duration, SEED)?;
+    if let Some(checkpointer) = checkpointer {
+        checkpointer.stop();
+    }
     let wal = store.engine.wal().stats();
     println!(
         "engine at {clients} clients: {:.1} records per batch, {:.0} us per fdatasync (max {:.1} ms), {:.0} KiB per batch",
@@ -100,8 +109,8 @@ fn bench() -> Result<(), BoxError> {
         println!("redis-server not found: Redis figures are null (./scripts/bench installs it)");
     }
     println!(
-        "{:<8} {:>7} {:>14} {:>10} {:>10}",
-        "store", "clients", "transitions/s", "p50 us", "p99 us"
+        "{:<8} {:>7} {:>14} {:>10} {:>10} {:>10}",
+        "store", "clients", "transitions/s", "p50 us", "p99 us", "max us"
     );
     let mut rates: HashMap<(String, usize), f64> = HashMap::new();
     // Interleaved per client count, so that a drift of the shared disk hits every store alike.
@@ -264,8 +273,8 @@ fn bench() -> Result<(), BoxError> {
 
 fn print_row(name: &str, f: &RunFigures) {
     println!(
-        "{name:<8} {:>7} {:>14.0} {:>10.0} {:>10.0}",
-        f.clients, f.transitions_per_s, f.p50_us, f.p99_us
+        "{name:<8} {:>7} {:>14.0} {:>10.0} {:>10.0} {:>10.0}",
+        f.clients, f.transitions_per_s, f.p50_us, f.p99_us, f.max_us
     );
 }
 

@@ -154,7 +154,7 @@ fn engine_run(
     }
     let engine = Engine::open(dir.path(), config)?;
     engine.create_bucket(ACTOR, workload::BUCKET)?;
-    let store = EngineStore { engine };
+    let store = EngineStore { engine: std::sync::Arc::new(engine) };
     let cpu_before = cpu_seconds()?;
     let wall = Instant::now();
     let figures = workload::run(&store, CLIENTS, duration, SEED)?;

@@ -15,7 +15,7 @@ pub const ACTOR: &str = "bench";
 
 /// An engine under the workload: every client borrows it.
 pub struct EngineStore {
-    pub engine: Engine,
+    pub engine: std::sync::Arc<Engine>,
 }
 
 /// One client of the workload on the engine.

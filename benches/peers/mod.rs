@@ -135,10 +135,11 @@ pub fn seconds_per_point() -> f64 {
 }
 
 /// The figures one point records, each under `<prefix>_<figure>_c<clients>`.
-pub const FIGURES: [&str; 6] = [
+pub const FIGURES: [&str; 7] = [
     "transitions_per_s",
     "p50_us",
     "p99_us",
+    "max_us",
     "transitions",
     "uploads_completed",
     "uploads_aborted",
@@ -156,12 +157,13 @@ pub fn record(
         serde_json::Number::from_f64((x * 1000.0).round() / 1000.0)
             .map_or(Value::Null, Value::Number)
     };
-    let values: [Value; 6] = match figures {
+    let values: [Value; 7] = match figures {
         None => Default::default(),
         Some(f) => [
             number(f.transitions_per_s),
             number(f.p50_us),
             number(f.p99_us),
+            number(f.max_us),
             f.transitions.into(),
             f.uploads_completed.into(),
             f.uploads_aborted.into(),

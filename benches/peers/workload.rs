@@ -184,6 +184,8 @@ pub struct RunFigures {
     pub p50_us: f64,
     /// 99th percentile latency of one transition, microseconds.
     pub p99_us: f64,
+    /// The slowest transition, microseconds.
+    pub max_us: f64,
 }
 
 /// SplitMix64: a tiny deterministic generator (Steele, Lea, Flood 2014).
@@ -458,5 +460,6 @@ pub fn run<S: TransitionStore>(
     figures.transitions_per_s = figures.transitions as f64 / figures.seconds;
     figures.p50_us = percentile_us(&latencies, 0.50);
     figures.p99_us = percentile_us(&latencies, 0.99);
+    figures.max_us = percentile_us(&latencies, 1.0);
     Ok(figures)
 }

@@ -30,9 +30,9 @@ pub use crate::async_engine::{AsyncEngine, ExpiryTask, OwnedObjectPut, OwnedPart
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::config::EngineConfig;
 pub use crate::engine::{
-    ACTOR_BYTES_MAX, Aborted, CheckpointReport, Completion, Engine, ExpiryReport, JOURNAL_DIR,
-    JournalView, ObjectPut, ObjectReader, OpenReport, OpenedPart, PAYLOAD_DIR, PartCopy,
-    PartStored, PartUpload, Stats, WAL_DIR,
+    ACTOR_BYTES_MAX, Aborted, CheckpointReport, Checkpointer, Completion, Engine, ExpiryReport,
+    JOURNAL_DIR, JournalView, ObjectPut, ObjectReader, OpenReport, OpenedPart, PAYLOAD_DIR,
+    PartCopy, PartStored, PartUpload, Stats, WAL_DIR,
 };
 pub use crate::error::EngineError;
 pub use crate::events::{Event, EventKind, Subscription, SubscriptionError};

@@ -67,7 +67,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("opening the engine")?
         .with_context(|| format!("opening the data directory {}", args.data.display()))?;
-    let engine = AsyncEngine::new(Arc::new(engine));
+    let engine = Arc::new(engine);
+    // Automatic checkpoints on their own thread: no request waits for a whole checkpoint.
+    let checkpointer = Engine::start_checkpointer(&engine).context("starting checkpoints")?;
+    let engine = AsyncEngine::new(engine);
 
     let configured = match (&args.access_key, &args.secret_key) {
         (Some(access_key), Some(secret_key)) => {
@@ -164,6 +167,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Err(e) = expiry.shutdown().await {
         tracing::warn!(error = %e, "expiry task ended with an error");
+    }
+    // After the checkpoint in progress, if any (joining blocks: off the reactor).
+    if tokio::task::spawn_blocking(move || checkpointer.stop()).await.is_err() {
+        tracing::warn!("the checkpoint thread could not be stopped");
     }
     match engine.call(|e| e.checkpoint()).await {
         Ok(Some(report)) => tracing::info!(lsn = report.lsn, "checkpoint at shutdown"),

@@ -8,6 +8,7 @@
 //! decided in commit order, the same way replay decides them after a crash.
 
 mod buckets;
+mod checkpointer;
 mod migrate;
 mod objects;
 mod read;
@@ -35,6 +36,7 @@ use crate::state::{Effect, Outcome, State};
 use crate::{events, history, snapshot};
 use tessera_journal::{Journal, JournalOpenReport};
 
+pub use self::checkpointer::Checkpointer;
 pub use self::objects::ObjectPut;
 pub use self::read::{ObjectReader, OpenedPart};
 pub use self::uploads::{Aborted, Completion, PartCopy, PartStored, PartUpload};
@@ -107,6 +109,8 @@ pub struct Engine {
     checkpoint_sizes: Mutex<CheckpointSizes>,
     /// The uploads and objects given inline parts since the last move into segments.
     inline_owners: Mutex<migrate::InlineOwners>,
+    /// Wakes the checkpoint thread, if one runs (`Engine::start_checkpointer`).
+    checkpoint_signal: checkpointer::Signal,
     expired_uploads: AtomicU64,
     _lock: Option<DirLock>,
 }
@@ -313,18 +317,13 @@ impl Engine {
             .config
             .checkpoint_wal_bytes
             .saturating_add(self.checkpoint_backoff_bytes.load(Ordering::Relaxed));
+        // A checkpoint thread takes it if one runs; else this call does, unless another
+        // checkpoint (or compaction) is running.
         if since >= due
+            && !self.checkpoint_signal.checkpoint_due()
             && let Some(_one) = self.maintenance.try_lock()
         {
-            match self.checkpoint_locked() {
-                Ok(_) => self.checkpoint_backoff_bytes.store(0, Ordering::Relaxed),
-                Err(e) => {
-                    // Tried again after another `checkpoint_wal_bytes`, not at every commit.
-                    let interval = self.config.checkpoint_wal_bytes;
-                    self.checkpoint_backoff_bytes.fetch_add(interval, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "automatic checkpoint failed");
-                }
-            }
+            self.checkpoint_if_due_locked();
         }
         outcome
     }

@@ -145,6 +145,7 @@ impl Engine {
             }),
             // Replay may have given any upload or object an inline part.
             inline_owners: Mutex::new(None),
+            checkpoint_signal: Default::default(),
             expired_uploads: AtomicU64::new(0),
             _lock: lock,
         })
