@@ -2,7 +2,8 @@
 //! role) runs a mixed multipart workload on an engine directory from several threads, with
 //! checkpoints, compaction and a journal under retention, and prints each transition the
 //! moment it is acknowledged (and, before it, the one it starts). The parent kills it at a
-//! random moment, reopens the directory, and checks that every transition acknowledged in any
+//! random moment (every other cycle while checkpoints run on their own thread), reopens the
+//! directory, and checks that every transition acknowledged in any
 //! cycle so far is there (the one in flight per thread may or may not be), that every object
 //! reads back with its ETag, that listings agree, and that the journal holds every acknowledged
 //! transition once; then the next cycle's child continues on the recovered directory.
@@ -86,6 +87,9 @@ fn child(dir: &Path, cycle: u64) {
     if engine.head_bucket("bkt").is_err() {
         engine.create_bucket("child", "bkt").unwrap();
     }
+    // Every other cycle, checkpoints run on their own thread (as the gateway runs them), so
+    // kills land in them while commits go on; else in the commits that make them due.
+    let _checkpointer = (cycle % 2 == 1).then(|| Engine::start_checkpointer(&engine).unwrap());
     println!("ready");
     let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
     let say = move |line: String| {
