@@ -273,3 +273,23 @@ async fn lifecycle_rule_dates_and_expires_uploads() {
     let e = client.get_bucket_lifecycle_configuration().bucket("life").send().await.unwrap_err();
     assert_eq!(code(&e), "NoSuchLifecycleConfiguration");
 }
+
+/// A request refused before its body was read, whose client may never send that body (it
+/// asked `Expect: 100-continue` and got a final answer instead, as botocore does for every
+/// UploadPart): the connection closes after the answer. Kept open, the server would take the
+/// next request's first bytes for the body it is owed, and that request would fail, cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_before_the_body_is_read_closes_the_connection() {
+    let (_dir, server) = start(&Options::default());
+    server.client().create_bucket().bucket("bkt").send().await.unwrap();
+    let started = std::time::Instant::now();
+    // Unsigned: refused at once, the 5 bytes announced and never sent.
+    let (status_code, text) = server.raw(&format!(
+        "PUT /bkt/k HTTP/1.1\r\nHost: {}\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+        server.addr
+    ));
+    assert_eq!(status_code, 403, "{text}");
+    assert!(text.to_ascii_lowercase().contains("connection: close"), "{text}");
+    // The server closed it: the read ended at once, not at the 10 s timeout.
+    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+}

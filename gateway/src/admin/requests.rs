@@ -19,7 +19,7 @@ use s3s::access::{S3Access, S3AccessContext};
 use s3s::service::S3Service;
 use s3s::{HttpError, HttpResponse, S3Result, s3_error};
 
-use crate::s3::keep_alive;
+use crate::s3::{keep_alive, unread_body};
 
 /// The operation label of requests refused before s3s resolved an operation.
 pub const UNRESOLVED_OPERATION: &str = "unknown";
@@ -150,6 +150,7 @@ impl hyper::service::Service<http::Request<Incoming>> for Metered {
         let started = Instant::now();
         let slot = OperationSlot::default();
         request.extensions_mut().insert(slot.clone());
+        let had_body = unread_body::has_body(request.headers());
         let response = hyper::service::Service::call(&self.inner, request);
         let metrics = Arc::clone(&self.metrics);
         Box::pin(async move {
@@ -158,7 +159,9 @@ impl hyper::service::Service<http::Request<Incoming>> for Metered {
             let operation = slot.0.get().map_or(UNRESOLVED_OPERATION, String::as_str);
             metrics.record(operation, status, started.elapsed());
             // Here because this is where the operation's name is known.
-            result.map(|r| keep_alive::one_declaration(operation, r))
+            result.map(|r| {
+                unread_body::close_after_error(had_body, keep_alive::one_declaration(operation, r))
+            })
         })
     }
 }

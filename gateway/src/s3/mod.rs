@@ -11,6 +11,7 @@ mod listing;
 mod multipart;
 mod objects;
 mod trailer;
+pub(crate) mod unread_body;
 
 use std::time::Duration;
 
