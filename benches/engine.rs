@@ -300,20 +300,8 @@ fn load_state(dir: &Path, uploads: u64) -> Result<u64, BoxError> {
                             .map_err(|e| e.to_string())?;
                         key_bytes.fetch_add(key.len() as u64, std::sync::atomic::Ordering::Relaxed);
                         let id = info.upload_id.to_string();
-                        for part_number in 1..=3 {
-                            random.fill(&mut payload);
-                            let request = PartUpload {
-                                bucket: workload::BUCKET,
-                                key: &key,
-                                upload_id: &id,
-                                part_number,
-                                content_length: Some(STATE_PART_BYTES as u64),
-                                ..PartUpload::default()
-                            };
-                            engine
-                                .put_part(ACTOR, &request, &mut &payload[..])
-                                .map_err(|e| e.to_string())?;
-                        }
+                        put_state_parts(engine, &key, &id, &mut random, &mut payload)
+                            .map_err(|e| e.to_string())?;
                     }
                     Ok(())
                 })
@@ -325,6 +313,29 @@ fn load_state(dir: &Path, uploads: u64) -> Result<u64, BoxError> {
         Ok(())
     })?;
     Ok(key_bytes.into_inner())
+}
+
+/// Puts the 3 parts of a state upload: `payload`'s length each, fresh random bytes.
+fn put_state_parts(
+    engine: &Engine,
+    key: &str,
+    upload_id: &str,
+    random: &mut workload::SplitMix64,
+    payload: &mut [u8],
+) -> Result<(), tessera::EngineError> {
+    for part_number in 1..=3 {
+        random.fill(payload);
+        let request = PartUpload {
+            bucket: workload::BUCKET,
+            key,
+            upload_id,
+            part_number,
+            content_length: Some(payload.len() as u64),
+            ..PartUpload::default()
+        };
+        engine.put_part(ACTOR, &request, &mut &payload[..])?;
+    }
+    Ok(())
 }
 
 /// Uploads of 3 inline parts written before the checkpoint whose lock is measured.
@@ -342,18 +353,7 @@ fn put_inline_uploads(engine: &Engine, uploads: u64) -> Result<Vec<(String, Stri
             .create_upload(ACTOR, workload::BUCKET, &key, ObjectMeta::default())?
             .upload_id
             .to_string();
-        for part_number in 1..=3 {
-            random.fill(&mut payload);
-            let request = PartUpload {
-                bucket: workload::BUCKET,
-                key: &key,
-                upload_id: &id,
-                part_number,
-                content_length: Some(STATE_PART_BYTES as u64),
-                ..PartUpload::default()
-            };
-            engine.put_part(ACTOR, &request, &mut &payload[..])?;
-        }
+        put_state_parts(engine, &key, &id, &mut random, &mut payload)?;
         made.push((key, id));
     }
     Ok(made)
