@@ -115,6 +115,19 @@ impl Engine {
         // this move's (a transition noted twice is looked at twice, harmlessly).
         let owners: InlineOwners = self.inline_owners.lock().replace(Vec::new());
         let owners = owners.as_deref();
+        let moved = self.move_inline(owners);
+        if moved.is_err() {
+            // What was noted may not have moved: the next move looks at every part.
+            *self.inline_owners.lock() = None;
+        }
+        moved
+    }
+
+    /// Moves the inline payloads of the parts `owners` name (of every part when `None`).
+    fn move_inline(
+        &self,
+        owners: Option<&[InlineOwner]>,
+    ) -> Result<(usize, Duration), EngineError> {
         // Each with its MD5, from its part (equal bytes, equal MD5).
         let inline: HashMap<ContentAddress, InlineBytes> = {
             let core = self.core.read();
@@ -147,12 +160,14 @@ impl Engine {
         let mut core = self.core.write();
         let locked_at = Instant::now();
         let mut references: HashMap<ContentAddress, u64> = HashMap::new();
-        // Points a part at its stored copy; true if it stays inline.
+        // Points a part at its stored copy; true if it was inline when looked at above and stays
+        // so (a part made inline since was noted by its own transition, for the next move).
         let mut convert = |part: &mut Part| -> bool {
-            let PartData::Inline(inline) = &part.data else { return false };
-            if !pending_of.contains_key(&inline.address) {
-                return true;
+            let PartData::Inline(part_inline) = &part.data else { return false };
+            if !pending_of.contains_key(&part_inline.address) {
+                return inline.contains_key(&part_inline.address);
             }
+            let inline = part_inline;
             let address = inline.address;
             *references.entry(address).or_default() += 1;
             part.data = PartData::Stored(address);
