@@ -217,6 +217,23 @@ pub enum EngineError {
     /// The log failed (I/O, corruption, poisoned after a failed fsync).
     #[error(transparent)]
     Wal(#[from] WalError),
+    /// Opening cut the log's last batch as a torn write, but the payload store shows that the
+    /// batch had been acknowledged (a segment its record emptied was removed): the batch was
+    /// damaged on the medium, not torn by the crash. What it recorded is lost, and the open
+    /// refuses rather than go on without it.
+    #[error(
+        "{cause}: the log's last batch ({} from offset {}, LSN {}) failed its check ({}) and was cut as a torn write, but it had been acknowledged: the medium is damaged",
+        .torn.path.display(),
+        .torn.offset_bytes,
+        .torn.lsn,
+        .torn.damage
+    )]
+    AcknowledgedTailCut {
+        /// What the log cut.
+        torn: Box<tessera_wal::TornTail>,
+        /// What showed the batch had been acknowledged.
+        cause: PayloadError,
+    },
     /// The payload store failed.
     #[error(transparent)]
     Payload(PayloadError),
@@ -284,6 +301,7 @@ impl EngineError {
             | EngineError::Undecodable { .. }
             | EngineError::InvalidConfig { .. }
             | EngineError::Payload(_)
+            | EngineError::AcknowledgedTailCut { .. }
             | EngineError::Journal(_)
             | EngineError::JournalUnavailable { .. } => "InternalError",
             EngineError::Wal(WalError::Poisoned { .. }) => "ServiceUnavailable",
@@ -309,6 +327,7 @@ impl EngineError {
             | EngineError::Undecodable { .. }
             | EngineError::InvalidConfig { .. }
             | EngineError::Payload(_)
+            | EngineError::AcknowledgedTailCut { .. }
             | EngineError::Journal(_)
             | EngineError::JournalUnavailable { .. }
             | EngineError::Wal(_) => 500,

@@ -315,3 +315,42 @@ fn a_failed_automatic_checkpoint_backs_off_and_retries() {
     }
     panic!("no write of the checkpoint found to fail");
 }
+
+/// A flipped bit in the log's last batch cannot be told from a torn write, so opening cuts
+/// that batch. When its record had emptied a payload segment that compaction then removed,
+/// the open once failed with only "segment 1 does not exist", naming no file: it must name
+/// the log file and the cut, and say the batch had been acknowledged.
+#[test]
+fn a_cut_log_tail_that_had_emptied_a_removed_segment_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || EngineConfig { inline_payload_bytes_max: 0, ..EngineConfig::default() };
+    {
+        let engine = Engine::open(dir.path(), config()).unwrap();
+        engine.create_bucket("alice", "bkt").unwrap();
+        put(&engine, "stored", &[7; 5000], true);
+        engine.delete_object("alice", "bkt", "stored").unwrap();
+        let compacted = engine.compact().unwrap();
+        assert_eq!(compacted.segments_compacted, 1, "the emptied segment is removed");
+    }
+    let wal_dir = dir.path().join("wal");
+    let mut segments: Vec<_> = std::fs::read_dir(&wal_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    segments.sort();
+    let last = segments.last().unwrap();
+    let mut bytes = std::fs::read(last).unwrap();
+    // The last nonzero byte lies in the last frame: the deletion's record.
+    let at = bytes.iter().rposition(|&b| b != 0).unwrap();
+    bytes[at] ^= 0x01;
+    std::fs::write(last, &bytes).unwrap();
+
+    let Err(err) = Engine::open(dir.path(), config()) else { panic!("the open refuses") };
+    let message = err.to_string();
+    assert!(matches!(err, EngineError::AcknowledgedTailCut { .. }), "{message}");
+    assert!(message.contains(&last.display().to_string()), "names the log file: {message}");
+    let payload_dir = dir.path().join("payload").display().to_string();
+    assert!(message.contains(&payload_dir), "names the missing segment's file: {message}");
+    assert_eq!(err.s3_code(), "InternalError");
+}

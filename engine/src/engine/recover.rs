@@ -90,7 +90,7 @@ impl Engine {
                 effects.map(|()| applied.outcome)
             });
             let result = match result {
-                Ok(Err(e)) => return Err(e),
+                Ok(Err(e)) => return Err(blame_cut_tail(e, wal_report.torn_tail.as_ref())),
                 Ok(Ok(outcome)) => Ok(outcome),
                 Err(e) => Err(e),
             };
@@ -102,7 +102,9 @@ impl Engine {
             }
             replayed += 1;
         }
-        let payload_report = payload.finish_recovery()?;
+        let payload_report = payload
+            .finish_recovery()
+            .map_err(|e| blame_cut_tail(e.into(), wal_report.torn_tail.as_ref()))?;
         let live_payloads = payload.space().payloads;
         tracing::info!(
             checkpoint_lsn,
@@ -186,6 +188,21 @@ fn open_journal(
             tracing::error!(%fault, "the engine runs without history and takes no checkpoint");
             (None, JournalOpenReport::default(), Some(fault))
         }
+    }
+}
+
+/// A live reference into a payload segment that does not exist, after the log cut its last
+/// batch as torn. A segment is removed only once a durable record has released or moved its
+/// last live payload; the record that did so is then the one cut, so the batch had been
+/// acknowledged and the "torn write" was damage on the medium. The error names the log file
+/// and where it was cut.
+fn blame_cut_tail(e: EngineError, torn: Option<&tessera_wal::TornTail>) -> EngineError {
+    match (e, torn) {
+        (
+            EngineError::Payload(cause @ crate::payload::PayloadError::MissingSegment { .. }),
+            Some(torn),
+        ) => EngineError::AcknowledgedTailCut { torn: Box::new(torn.clone()), cause },
+        (e, _) => e,
     }
 }
 

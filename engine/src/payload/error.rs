@@ -77,12 +77,17 @@ pub enum PayloadError {
         address: ContentAddress,
     },
     /// A reference names a segment that does not exist.
-    #[error("payload {address} is referenced in segment {segment}, which does not exist")]
+    #[error(
+        "payload {address} is referenced in segment {segment} ({}), which does not exist",
+        .path.display()
+    )]
     MissingSegment {
         /// The payload.
         address: ContentAddress,
         /// The segment.
         segment: SegmentId,
+        /// Where the segment's file would be.
+        path: PathBuf,
     },
     /// A range starts past the payload's end.
     #[error("range start {start} is past the payload's end ({len} bytes)")]

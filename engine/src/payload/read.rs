@@ -200,11 +200,13 @@ impl PayloadStore {
                 .entries
                 .get(address)
                 .ok_or(PayloadError::UnknownAddress { address: *address })?;
-            let segment =
-                state.segments.get(&entry.segment()).ok_or(PayloadError::MissingSegment {
+            let segment = state.segments.get(&entry.segment()).ok_or_else(|| {
+                PayloadError::MissingSegment {
                     address: *address,
                     segment: entry.segment(),
-                })?;
+                    path: self.inner.dir.join(format::segment_name(entry.segment())),
+                }
+            })?;
             (entry.location(), entry.is_verified(), Arc::clone(&segment.file), segment.path.clone())
         };
         let Location::Segment { segment, offset, len } = location else {

@@ -164,11 +164,13 @@ impl PayloadStore {
             }
             let mut last_end: std::collections::BTreeMap<SegmentId, u64> = Default::default();
             for (address, entry) in entries.iter() {
-                let segment =
-                    segments.get_mut(&entry.segment()).ok_or(PayloadError::MissingSegment {
+                let segment = segments.get_mut(&entry.segment()).ok_or_else(|| {
+                    PayloadError::MissingSegment {
                         address: *address,
                         segment: entry.segment(),
-                    })?;
+                        path: inner.dir.join(format::segment_name(entry.segment())),
+                    }
+                })?;
                 // Locations were checked when replayed, so these sums stay far from u64::MAX.
                 let end = entry.offset() + entry.span();
                 let data_end = entry.offset() + format::ENTRY_HEADER_BYTES + entry.len;
