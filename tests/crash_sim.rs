@@ -418,7 +418,12 @@ fn recover_and_check(
         && between(&allowed[0], &seen, &allowed[1]);
     if !allowed.contains(&seen) && !partial_expiry {
         if rotted()
-            && explained_by_reports(&engine, &dry.states[..allowed.len() + acknowledged], &seen)
+            && explained_by_reports(
+                &engine,
+                ops,
+                &dry.states[..allowed.len() + acknowledged],
+                &seen,
+            )
         {
             tally.corruption_reports += 1;
         } else {
@@ -493,19 +498,26 @@ fn reported(tally: &mut Tally, what: &str, message: &str) -> Result<(), String> 
 
 /// Whether a state that differs from every allowed one is what recovery said it did with a
 /// flipped bit: a log tail cut as torn (a flipped bit in the last batch cannot be told from a
-/// torn write) leaves the state after fewer operations; a damaged journal block loses history
-/// but no state.
-fn explained_by_reports(engine: &Engine, states: &[Observed], seen: &Observed) -> bool {
+/// torn write) leaves the state after fewer operations, or part of the way through an expiry
+/// (one transition per upload it ends); a damaged journal block loses history but no state.
+/// `states[i + 1]` is the state after `ops[i]`.
+fn explained_by_reports(engine: &Engine, ops: &[Op], states: &[Observed], seen: &Observed) -> bool {
     let report = engine.open_report();
     let log_cut = report.wal.torn_tail.is_some() || !report.wal.skipped_checkpoints.is_empty();
     let history_damaged = !engine.journal_report().corruptions.is_empty();
     let without_history = |o: &Observed| Observed { history: Vec::new(), ..o.clone() };
     let candidates = if log_cut { states } else { &states[states.len() - 1..] };
+    let cut_within_expiry = || {
+        states
+            .windows(2)
+            .zip(ops)
+            .any(|(pair, op)| matches!(op, Op::Expire) && between(&pair[0], seen, &pair[1]))
+    };
     (log_cut || history_damaged)
-        && candidates.iter().any(|state| {
+        && (candidates.iter().any(|state| {
             without_history(state) == without_history(seen)
                 && (history_damaged || state.history == seen.history)
-        })
+        }) || (log_cut && cut_within_expiry()))
 }
 
 /// Whether `seen` lies between `before` and `after` an expiry: some of the uploads it ended are
