@@ -172,9 +172,10 @@ pub fn decode_state(lsn: u64, version: u8, bytes: &[u8]) -> Result<StateImage, E
 /// The state section of version 1, field for field, and what it is in this version.
 mod one_rule {
     use std::collections::BTreeMap;
-    use std::sync::Arc;
 
     use serde::Deserialize;
+
+    use arcstr::ArcStr;
 
     use crate::model::{AbortRule, UploadId};
     use crate::state::{self, Key, Object, Upload};
@@ -187,7 +188,7 @@ mod one_rule {
 
     #[derive(Deserialize)]
     struct State {
-        buckets: BTreeMap<Arc<str>, Bucket>,
+        buckets: BTreeMap<ArcStr, Bucket>,
         part_count: u64,
         object_count: u64,
         applied_lsn: u64,
@@ -195,7 +196,7 @@ mod one_rule {
 
     #[derive(Deserialize)]
     struct Bucket {
-        name: Arc<str>,
+        name: ArcStr,
         created_ms: u64,
         abort_after_days: Option<u32>,
         day_ms: u64,

@@ -14,6 +14,7 @@
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
+use arcstr::ArcStr;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -247,15 +248,15 @@ impl<'b> Reader<'b> {
 /// their bucket and owner (`State::restore` interns them in any case; this spares the
 /// allocations).
 #[derive(Default)]
-struct LastStr(Option<Arc<str>>);
+struct LastStr(Option<ArcStr>);
 
 impl LastStr {
-    fn share(&mut self, text: &str) -> Arc<str> {
+    fn share(&mut self, text: &str) -> ArcStr {
         match &self.0 {
-            Some(last) if **last == *text => Arc::clone(last),
+            Some(last) if **last == *text => ArcStr::clone(last),
             _ => {
-                let fresh: Arc<str> = Arc::from(text);
-                self.0 = Some(Arc::clone(&fresh));
+                let fresh = ArcStr::from(text);
+                self.0 = Some(ArcStr::clone(&fresh));
                 fresh
             }
         }
@@ -273,7 +274,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(UploadId, Upload)>, DecodeError> {
         let id = UploadId(reader.array("an upload id")?);
         let upload = Upload {
             bucket: bucket.share(reader.str("a bucket name")?),
-            key: Key(Arc::from(reader.str("a key")?)),
+            key: Key(ArcStr::from(reader.str("a key")?)),
             owner: owner.share(reader.str("an owner")?),
             initiated_ms: reader.u64("an initiation time")?,
             ttl_expires_ms: reader.u64("an expiry time")?,
@@ -391,9 +392,9 @@ mod tests {
         (any::<[u8; 24]>(), texts, numbers, meta(), parts).prop_map(
             |(id, (bucket, key, owner), (initiated_ms, ttl, abort_ms, version), meta, parts)| {
                 let upload = Upload {
-                    bucket: Arc::from(bucket.as_str()),
-                    key: Key(Arc::from(key.as_str())),
-                    owner: Arc::from(owner.as_str()),
+                    bucket: ArcStr::from(bucket.as_str()),
+                    key: Key(ArcStr::from(key.as_str())),
+                    owner: ArcStr::from(owner.as_str()),
                     initiated_ms,
                     ttl_expires_ms: ttl,
                     abort_ms,
@@ -468,9 +469,9 @@ mod tests {
     #[test]
     fn the_smallest_uploads_decode() {
         let smallest = Upload {
-            bucket: Arc::from(""),
-            key: Key(Arc::from("")),
-            owner: Arc::from(""),
+            bucket: ArcStr::from(""),
+            key: Key(ArcStr::from("")),
+            owner: ArcStr::from(""),
             initiated_ms: 0,
             ttl_expires_ms: 0,
             abort_ms: None,

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use arcstr::ArcStr;
 use md5::{Digest as _, Md5};
 
 use crate::error::EngineError;
@@ -363,9 +364,9 @@ impl State {
         if self.buckets.contains_key(bucket) {
             return Err(EngineError::BucketAlreadyOwnedByYou { bucket: bucket.to_owned() });
         }
-        let name: Arc<str> = Arc::from(bucket);
+        let name: ArcStr = ArcStr::from(bucket);
         let created = Bucket {
-            name: Arc::clone(&name),
+            name: ArcStr::clone(&name),
             created_ms: time_ms,
             lifecycle: Vec::new(),
             day_ms: 0,
@@ -433,11 +434,11 @@ impl State {
         let meta = self.interned.meta(new.meta);
         let found = self.bucket_mut(new.bucket)?;
         let abort_ms = abort_date(new.time_ms, new.key, &found.lifecycle, found.day_ms);
-        let key = Key(Arc::from(new.key));
+        let key = Key(ArcStr::from(new.key));
         let upload = Upload {
-            bucket: Arc::clone(&found.name),
+            bucket: ArcStr::clone(&found.name),
             key: key.clone(),
-            owner: Arc::clone(&owner),
+            owner: ArcStr::clone(&owner),
             initiated_ms: new.time_ms,
             ttl_expires_ms: expires_ms,
             abort_ms,
@@ -632,7 +633,7 @@ impl State {
         let found = self.bucket_mut(bucket)?;
         let info = object.info(bucket, key);
         let mut effects = Vec::new();
-        match found.objects.insert(Key(Arc::from(key)), object) {
+        match found.objects.insert(Key(ArcStr::from(key)), object) {
             Some(old) => release_parts(&old.parts, &mut effects),
             None => self.object_count = self.object_count.saturating_add(1),
         }

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::collections::btree_map;
 use std::ops::Bound;
-use std::sync::Arc;
+
+use arcstr::ArcStr;
 
 use crate::error::EngineError;
 use crate::model::{ChecksumSpec, Etag, PartInfo, UploadId, UploadInfo};
@@ -36,9 +37,9 @@ pub struct UploadSummary {
     /// Its id.
     pub upload_id: UploadId,
     /// Its key.
-    pub key: Arc<str>,
+    pub key: ArcStr,
     /// Who created it.
-    pub owner: Arc<str>,
+    pub owner: ArcStr,
     /// When.
     pub initiated_ms: u64,
     /// Its checksum spec.
@@ -99,7 +100,7 @@ pub struct ListObjects {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectSummary {
     /// Its key.
-    pub key: Arc<str>,
+    pub key: ArcStr,
     /// Its length.
     pub size_bytes: u64,
     /// Its ETag.
@@ -267,8 +268,8 @@ impl State {
                         }
                         page.uploads.push(UploadSummary {
                             upload_id: *id,
-                            key: Arc::clone(&key.0),
-                            owner: Arc::clone(&upload.owner),
+                            key: ArcStr::clone(&key.0),
+                            owner: ArcStr::clone(&upload.owner),
                             initiated_ms: upload.initiated_ms,
                             checksum: upload.meta.checksum,
                         });
@@ -354,7 +355,7 @@ impl State {
                 Item::Entry(key, object) => {
                     last_was_prefix = false;
                     page.objects.push(ObjectSummary {
-                        key: Arc::clone(&key.0),
+                        key: ArcStr::clone(&key.0),
                         size_bytes: object.size_bytes,
                         etag: object.etag,
                         last_modified_ms: object.last_modified_ms,

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
+use arcstr::ArcStr;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
@@ -27,9 +28,11 @@ pub use self::listing::{
 
 /// An object key (or a bucket's key index entry): UTF-8, ordered by its bytes. It borrows as
 /// bytes so that a listing can seek to a byte string that is not itself a valid key (the first
-/// key after every key under a prefix).
+/// key after every key under a prefix). An `ArcStr` is one pointer wide (its length lives beside
+/// its bytes), where an `Arc<str>` is two: a key is held by its upload and by its bucket's key
+/// index, and memory per upload is a benchmark figure.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Key(#[serde(deserialize_with = "decode::fresh_str")] pub Arc<str>);
+pub struct Key(#[serde(deserialize_with = "decode::fresh_str")] pub ArcStr);
 
 impl Borrow<[u8]> for Key {
     fn borrow(&self) -> &[u8] {
@@ -71,6 +74,7 @@ pub(crate) mod decode {
     use std::cell::RefCell;
     use std::sync::Arc;
 
+    use arcstr::ArcStr;
     use serde::de::{Deserialize, Deserializer, Error, Visitor};
 
     use crate::model::ObjectMeta;
@@ -79,7 +83,7 @@ pub(crate) mod decode {
     const RECENT_MAX: usize = 8;
 
     thread_local! {
-        static RECENT: RefCell<Vec<Arc<str>>> = const { RefCell::new(Vec::new()) };
+        static RECENT: RefCell<Vec<ArcStr>> = const { RefCell::new(Vec::new()) };
         static DEFAULT_META: Arc<ObjectMeta> = Arc::default();
     }
 
@@ -93,37 +97,37 @@ pub(crate) mod decode {
     }
 
     impl Visitor<'_> for StrVisitor {
-        type Value = Arc<str>;
+        type Value = ArcStr;
 
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("a string")
         }
 
-        fn visit_str<E: Error>(self, s: &str) -> Result<Arc<str>, E> {
+        fn visit_str<E: Error>(self, s: &str) -> Result<ArcStr, E> {
             if !self.shared {
-                return Ok(Arc::from(s));
+                return Ok(ArcStr::from(s));
             }
             Ok(RECENT.with_borrow_mut(|recent| {
                 if let Some(found) = recent.iter().find(|r| ***r == *s) {
-                    return Arc::clone(found);
+                    return ArcStr::clone(found);
                 }
-                let fresh: Arc<str> = Arc::from(s);
+                let fresh: ArcStr = ArcStr::from(s);
                 if recent.len() == RECENT_MAX {
                     recent.remove(0);
                 }
-                recent.push(Arc::clone(&fresh));
+                recent.push(ArcStr::clone(&fresh));
                 fresh
             }))
         }
     }
 
     /// A string in one allocation of its own.
-    pub fn fresh_str<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<str>, D::Error> {
+    pub fn fresh_str<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ArcStr, D::Error> {
         deserializer.deserialize_str(StrVisitor { shared: false })
     }
 
     /// A string shared with the same string decoded lately on this thread.
-    pub fn shared_str<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<str>, D::Error> {
+    pub fn shared_str<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ArcStr, D::Error> {
         deserializer.deserialize_str(StrVisitor { shared: true })
     }
 
@@ -208,12 +212,12 @@ impl Part {
 pub struct Upload {
     /// Its bucket.
     #[serde(deserialize_with = "decode::shared_str")]
-    pub bucket: Arc<str>,
+    pub bucket: ArcStr,
     /// Its key.
     pub key: Key,
     /// Who created it.
     #[serde(deserialize_with = "decode::shared_str")]
-    pub owner: Arc<str>,
+    pub owner: ArcStr,
     /// When.
     pub initiated_ms: u64,
     /// Expiry by TTL, extended by activity.
@@ -315,7 +319,7 @@ impl Object {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bucket {
     /// Its name (shared with its uploads).
-    pub name: Arc<str>,
+    pub name: ArcStr,
     /// When created.
     pub created_ms: u64,
     /// Its `AbortIncompleteMultipartUpload` rules, in the order they were given.
@@ -347,7 +351,7 @@ impl Bucket {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     /// Buckets by name.
-    pub buckets: BTreeMap<Arc<str>, Bucket>,
+    pub buckets: BTreeMap<ArcStr, Bucket>,
     /// Uploads in progress, stored densely (memory per upload is a benchmark figure). A
     /// checkpoint stores them apart, in key order (`uploads_in_order`).
     #[serde(skip)]
@@ -370,7 +374,7 @@ pub struct State {
 /// Values many uploads share.
 #[derive(Clone, Debug, Default)]
 pub struct Interned {
-    owners: std::collections::HashSet<Arc<str>>,
+    owners: std::collections::HashSet<ArcStr>,
     default_meta: Arc<ObjectMeta>,
 }
 
@@ -385,12 +389,12 @@ impl Eq for Interned {}
 
 impl Interned {
     /// The shared copy of `owner`.
-    pub fn owner(&mut self, owner: &str) -> Arc<str> {
+    pub fn owner(&mut self, owner: &str) -> ArcStr {
         if let Some(shared) = self.owners.get(owner) {
-            return Arc::clone(shared);
+            return ArcStr::clone(shared);
         }
-        let shared: Arc<str> = Arc::from(owner);
-        self.owners.insert(Arc::clone(&shared));
+        let shared: ArcStr = ArcStr::from(owner);
+        self.owners.insert(ArcStr::clone(&shared));
         shared
     }
 
@@ -441,11 +445,11 @@ impl State {
         let mut by_expiry = Vec::with_capacity(uploads.len());
         // Runs of one bucket's uploads, each in key order: the index is built from sorted input.
         let mut index: Vec<(Key, KeyUploads)> = Vec::new();
-        let mut bucket_of_run: Option<Arc<str>> = None;
+        let mut bucket_of_run: Option<ArcStr> = None;
         let mut uploads = uploads;
         for (id, upload) in &mut uploads {
             if let Some(bucket) = self.buckets.get(&upload.bucket) {
-                upload.bucket = Arc::clone(&bucket.name);
+                upload.bucket = ArcStr::clone(&bucket.name);
             }
             upload.owner = self.interned.owner(&upload.owner);
             if *upload.meta == *self.interned.default_meta {
@@ -453,7 +457,7 @@ impl State {
             }
             if bucket_of_run.as_ref() != Some(&upload.bucket) {
                 self.finish_index(bucket_of_run.take(), std::mem::take(&mut index));
-                bucket_of_run = Some(Arc::clone(&upload.bucket));
+                bucket_of_run = Some(ArcStr::clone(&upload.bucket));
             }
             match index.last_mut() {
                 Some((key, ids)) if *key == upload.key => ids.push(*id),
@@ -479,7 +483,7 @@ impl State {
         Ok(())
     }
 
-    fn finish_index(&mut self, bucket: Option<Arc<str>>, index: Vec<(Key, KeyUploads)>) {
+    fn finish_index(&mut self, bucket: Option<ArcStr>, index: Vec<(Key, KeyUploads)>) {
         let Some(bucket) = bucket.and_then(|name| self.buckets.get_mut(&name)) else { return };
         bucket.upload_count = index.iter().map(|(_, ids)| ids.len() as u64).sum();
         // Sorted input: `collect` checks the order in one pass and builds the tree in bulk.
