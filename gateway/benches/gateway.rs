@@ -24,7 +24,9 @@
 //! - `TESSERA_BENCH_GATEWAY_SMALL_SECS`: the small-object phase's time limit (default 10);
 //! - `TESSERA_BENCH_GATEWAY_SMALL_PUTS`: its count limit (default 20,000), whichever is first;
 //! - `TESSERA_BENCH_DIR`: where the data directory and the baseline file go (default
-//!   `target/`, on the build's disk).
+//!   `target/`, on the build's disk);
+//! - `TESSERA_BENCH_SERVER`: the `tessera` binary to serve (default: this build's), so that
+//!   two builds can be measured in turn by one client.
 //!
 //! Run it with `cargo bench -p tessera-gateway --bench gateway` (or `scripts/bench --bench
 //! gateway`). With the defaults the runs take under a minute on 2 cores and need 4 GiB of
@@ -220,8 +222,9 @@ struct Server {
 
 impl Server {
     fn start(data: &Path) -> Result<Server, BoxError> {
-        let exe = env!("CARGO_BIN_EXE_tessera");
-        let mut command = Command::new(exe);
+        let exe = std::env::var_os("TESSERA_BENCH_SERVER")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_tessera").into());
+        let mut command = Command::new(&exe);
         command
             .arg("serve")
             .arg("--data")
@@ -241,7 +244,7 @@ impl Server {
             .stderr(Stdio::inherit());
         // The admin listener (when this build has one) would take a fixed port that another
         // server on the machine may hold; the benchmark does not need it.
-        let help = Command::new(exe).args(["serve", "--help"]).output()?;
+        let help = Command::new(&exe).args(["serve", "--help"]).output()?;
         if String::from_utf8_lossy(&help.stdout).contains("--admin-listen") {
             command.arg("--admin-listen").arg("off");
         }
