@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 
 use crate::model::{ObjectMeta, UploadId};
 use crate::payload::{Checksum, ContentAddress};
-use crate::state::{InlinePayload, Key, Part, PartData, Upload};
+use crate::state::{InlinePayload, Key, Part, PartData, PartTable, Upload};
 
 /// Why the uploads could not be encoded.
 #[derive(Debug, thiserror::Error)]
@@ -108,8 +108,8 @@ fn encode_upload(out: &mut Vec<u8>, id: &UploadId, upload: &Upload) -> Result<()
     varint(out, *version);
     postcard_value(out, &**meta)?;
     varint(out, parts.len() as u64);
-    for part in parts {
-        encode_part(out, part)?;
+    for part in parts.iter() {
+        encode_part(out, &part)?;
     }
     Ok(())
 }
@@ -304,9 +304,9 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(UploadId, Upload)>, DecodeError> {
 /// The least bytes one part takes (number, size, MD5, checksum tag, time, data tag).
 const PART_BYTES_MIN: usize = 1 + 1 + 16 + 1 + 1 + 1;
 
-fn decode_parts(reader: &mut Reader<'_>) -> Result<Vec<Part>, DecodeError> {
+fn decode_parts(reader: &mut Reader<'_>) -> Result<PartTable, DecodeError> {
     let count = reader.length(PART_BYTES_MIN, "a part count")?;
-    let mut parts = Vec::with_capacity(count);
+    let mut parts = PartTable::with_capacity(count);
     for _ in 0..count {
         let number = u16::try_from(reader.varint(16, "a part number")?)
             .map_err(|_| DecodeError::Malformed("a part number"))?;
@@ -323,7 +323,7 @@ fn decode_parts(reader: &mut Reader<'_>) -> Result<Vec<Part>, DecodeError> {
             2 => PartData::Inline(Box::new(reader.postcard::<InlinePayload>("inline bytes")?)),
             _ => return Err(DecodeError::Malformed("a part's data")),
         };
-        parts.push(Part { number, size_bytes, md5, checksum, time_ms, data });
+        parts.push(&Part { number, size_bytes, md5, checksum, time_ms, data });
     }
     Ok(parts)
 }
@@ -400,7 +400,7 @@ mod tests {
                     abort_ms,
                     version,
                     meta: Arc::new(meta),
-                    parts,
+                    parts: PartTable::from_parts(parts),
                 };
                 (UploadId(id), upload)
             },
@@ -477,7 +477,7 @@ mod tests {
             abort_ms: None,
             version: 0,
             meta: Arc::default(),
-            parts: Vec::new(),
+            parts: PartTable::default(),
         };
         let uploads: Vec<_> = (0..10u8).map(|n| (UploadId([n; 24]), smallest.clone())).collect();
         let mut bytes = Vec::new();

@@ -21,7 +21,7 @@ use crate::error::EngineError;
 use crate::model::UploadId;
 use crate::payload::ContentAddress;
 use crate::record::{Op, PayloadRecord};
-use crate::state::{Part, PartData, State};
+use crate::state::{PartTable, State};
 
 /// An inline payload's bytes, and their MD5 (its part's ETag).
 type InlineBytes = (Arc<[u8]>, [u8; 16]);
@@ -58,52 +58,50 @@ pub(crate) fn inline_owner(op: &Op) -> Option<InlineOwner> {
 }
 
 /// The parts of `owner`, if it still exists.
-fn parts_of<'s>(state: &'s State, owner: &InlineOwner) -> &'s [Part] {
-    let parts = match owner {
+fn parts_of<'s>(state: &'s State, owner: &InlineOwner) -> Option<&'s PartTable> {
+    match owner {
         InlineOwner::Upload(id) => state.uploads.get(id).map(|u| &u.parts),
         InlineOwner::Object(bucket, key) => state.object(bucket, key).ok().map(|o| &o.parts),
-    };
-    parts.map_or(&[], Vec::as_slice)
+    }
 }
 
 /// The parts of `owner`, to change, if it still exists.
-fn parts_of_mut<'s>(state: &'s mut State, owner: &InlineOwner) -> &'s mut [Part] {
-    let parts = match owner {
+fn parts_of_mut<'s>(state: &'s mut State, owner: &InlineOwner) -> Option<&'s mut PartTable> {
+    match owner {
         InlineOwner::Upload(id) => state.uploads.get_mut(id).map(|u| &mut u.parts),
         InlineOwner::Object(bucket, key) => state
             .buckets
             .get_mut(bucket.as_str())
             .and_then(|b| b.objects.get_mut(key.as_bytes()))
             .map(|o| &mut o.parts),
-    };
-    parts.map_or(&mut [], Vec::as_mut_slice)
+    }
 }
 
-/// Every part of every upload and object.
-fn all_parts(state: &State) -> impl Iterator<Item = &Part> {
+/// The parts of every upload and object.
+fn all_tables(state: &State) -> impl Iterator<Item = &PartTable> {
     let State { buckets, uploads, .. } = state;
-    let in_uploads = uploads.values().flat_map(|u| u.parts.iter());
-    let in_objects = buckets.values().flat_map(|b| b.objects.values()).flat_map(|o| o.parts.iter());
+    let in_uploads = uploads.values().map(|u| &u.parts);
+    let in_objects = buckets.values().flat_map(|b| b.objects.values()).map(|o| &o.parts);
     in_uploads.chain(in_objects)
 }
 
-/// Every part of every upload and object, mutably.
-fn all_parts_mut(state: &mut State) -> impl Iterator<Item = &mut Part> {
+/// The parts of every upload and object, to change.
+fn all_tables_mut(state: &mut State) -> impl Iterator<Item = &mut PartTable> {
     let State { buckets, uploads, .. } = state;
-    let in_uploads = uploads.values_mut().flat_map(|u| u.parts.iter_mut());
+    let in_uploads = uploads.values_mut().map(|u| &mut u.parts);
     let in_objects =
-        buckets.values_mut().flat_map(|b| b.objects.values_mut()).flat_map(|o| o.parts.iter_mut());
+        buckets.values_mut().flat_map(|b| b.objects.values_mut()).map(|o| &mut o.parts);
     in_uploads.chain(in_objects)
 }
 
 /// The parts `owners` name (every part when `None`).
-fn parts<'s>(
+fn tables<'s>(
     state: &'s State,
     owners: Option<&'s [InlineOwner]>,
-) -> Box<dyn Iterator<Item = &'s Part> + 's> {
+) -> Box<dyn Iterator<Item = &'s PartTable> + 's> {
     match owners {
-        None => Box::new(all_parts(state)),
-        Some(owners) => Box::new(owners.iter().flat_map(|owner| parts_of(state, owner).iter())),
+        None => Box::new(all_tables(state)),
+        Some(owners) => Box::new(owners.iter().filter_map(|owner| parts_of(state, owner))),
     }
 }
 
@@ -131,13 +129,9 @@ impl Engine {
         // Each with its MD5, from its part (equal bytes, equal MD5).
         let inline: HashMap<ContentAddress, InlineBytes> = {
             let core = self.core.read();
-            parts(&core.state, owners)
-                .filter_map(|p| match &p.data {
-                    PartData::Inline(inline) => {
-                        Some((inline.address, (Arc::clone(&inline.bytes), p.md5)))
-                    }
-                    _ => None,
-                })
+            tables(&core.state, owners)
+                .flat_map(PartTable::inline_payloads)
+                .map(|(address, bytes, md5)| (address, (bytes, md5)))
                 .collect()
         };
         if inline.is_empty() {
@@ -160,24 +154,19 @@ impl Engine {
         let mut core = self.core.write();
         let locked_at = Instant::now();
         let mut references: HashMap<ContentAddress, u64> = HashMap::new();
-        // Points a part at its stored copy; true if it was inline when looked at above and stays
-        // so (a part made inline since was noted by its own transition, for the next move).
-        let mut convert = |part: &mut Part| -> bool {
-            let PartData::Inline(part_inline) = &part.data else { return false };
-            if !pending_of.contains_key(&part_inline.address) {
-                return inline.contains_key(&part_inline.address);
+        // Points parts at their stored copies; true if one was inline when looked at above and
+        // stays so (a part made inline since was noted by its own transition, for the next move).
+        let mut convert = |table: &mut PartTable| -> bool {
+            for address in table.store_inline(|address| pending_of.contains_key(address)) {
+                *references.entry(address).or_default() += 1;
             }
-            let inline = part_inline;
-            let address = inline.address;
-            *references.entry(address).or_default() += 1;
-            part.data = PartData::Stored(address);
-            false
+            table.inline_payloads().any(|(address, ..)| inline.contains_key(&address))
         };
         match owners {
             None => {
                 let mut stays_inline = false;
-                for part in all_parts_mut(&mut core.state) {
-                    stays_inline |= convert(part);
+                for table in all_tables_mut(&mut core.state) {
+                    stays_inline |= convert(table);
                 }
                 if stays_inline {
                     // Not all moved: the next move looks at every part again.
@@ -187,10 +176,8 @@ impl Engine {
             Some(owners) => {
                 let mut kept = Vec::new();
                 for owner in owners {
-                    let mut stays_inline = false;
-                    for part in parts_of_mut(&mut core.state, owner) {
-                        stays_inline |= convert(part);
-                    }
+                    let stays_inline =
+                        parts_of_mut(&mut core.state, owner).is_some_and(&mut convert);
                     if stays_inline {
                         kept.push(owner.clone());
                     }
@@ -237,7 +224,7 @@ mod tests {
     /// Parts of every upload and object that are still inline.
     fn inline_parts(engine: &Engine) -> usize {
         let core = engine.core.read();
-        all_parts(&core.state).filter(|p| matches!(p.data, PartData::Inline(_))).count()
+        all_tables(&core.state).map(|t| t.inline_payloads().count()).sum()
     }
 
     fn put_object(engine: &Engine, key: &str, byte: u8) {

@@ -86,7 +86,7 @@ impl Engine {
     fn pieces(&self, object: &Object, first: u64, end: u64) -> Result<Vec<Piece>, EngineError> {
         let mut pieces = Vec::new();
         let mut start = 0u64;
-        for part in &object.parts {
+        for part in object.parts.iter() {
             let part_end = start.saturating_add(part.size_bytes);
             if part_end > first && start < end && part.size_bytes > 0 {
                 let from = first.saturating_sub(start);

@@ -12,7 +12,7 @@ use crate::model::{
 };
 use crate::payload::{Checksum, ChecksumAlgorithm, ContentAddress};
 use crate::record::{CompletePart, MoveRecord, Op, PartRecord, PayloadRecord, Transition};
-use crate::state::{Bucket, InlinePayload, Key, Object, Part, PartData, State, Upload};
+use crate::state::{Bucket, InlinePayload, Key, Object, Part, PartData, PartTable, State, Upload};
 
 /// What a transition did, for its caller.
 #[derive(Clone, Debug, PartialEq)]
@@ -126,6 +126,10 @@ fn release_parts<'a>(parts: impl IntoIterator<Item = &'a Part>, effects: &mut Ve
     effects.extend(parts.into_iter().filter_map(|p| p.data.stored()).map(|a| Effect::Release(*a)));
 }
 
+fn release_table(parts: &PartTable, effects: &mut Vec<Effect>) {
+    effects.extend(parts.stored().map(Effect::Release));
+}
+
 /// A part number S3 accepts (1..=10000), or InvalidArgument.
 pub(crate) fn part_number(number: u32) -> Result<u16, EngineError> {
     match u16::try_from(number) {
@@ -212,7 +216,7 @@ impl State {
                     return Err(EngineError::SourceChanged);
                 }
                 let index = usize::try_from(*source_index).unwrap_or(usize::MAX);
-                let Some(from) = source.parts.get(index).cloned() else {
+                let Some(from) = source.parts.get(index) else {
                     return Err(EngineError::SourceChanged);
                 };
                 let new = Part { number, time_ms, ..from.clone() };
@@ -260,7 +264,7 @@ impl State {
                     last_modified_ms: time_ms,
                     meta: self.interned.meta(meta),
                     checksum,
-                    parts: vec![new],
+                    parts: PartTable::from_parts(vec![new]),
                     upload_id: None,
                 };
                 let own = matches!(part.payload, PayloadRecord::Stored { .. });
@@ -285,12 +289,7 @@ impl State {
                     let meta = ObjectMeta { checksum: object.meta.checksum, ..meta.clone() };
                     object.meta = self.interned.meta(&meta);
                 }
-                let add: Vec<Effect> = object
-                    .parts
-                    .iter()
-                    .filter_map(|p| p.data.stored())
-                    .map(|a| Effect::AddRef(*a))
-                    .collect();
+                let add: Vec<Effect> = object.parts.stored().map(Effect::AddRef).collect();
                 let mut applied = self.write_object(bucket, key, object)?;
                 // References are taken before the replaced object's are given back: copying an
                 // object onto itself must not drop its payloads to zero on the way.
@@ -444,7 +443,7 @@ impl State {
             abort_ms,
             version: 1,
             meta,
-            parts: Vec::new(),
+            parts: PartTable::default(),
         };
         // Ordered by initiation time, then id; records apply in time order as a rule, so
         // this is nearly always a push.
@@ -487,19 +486,14 @@ impl State {
             effects.push(Effect::KeepOwn);
         }
         let info = new.info();
-        match upload.parts.binary_search_by_key(&new.number, |p| p.number) {
+        match upload.parts.search(new.number) {
             Ok(index) => {
-                if let Some(old) = upload.parts.get_mut(index) {
-                    let old = std::mem::replace(old, new);
+                if let Some(old) = upload.parts.replace(index, &new) {
                     release_parts([&old], &mut effects);
                 }
             }
             Err(index) => {
-                // Most uploads have a few parts: no spare capacity for those.
-                if upload.parts.len() < 16 {
-                    upload.parts.reserve_exact(1);
-                }
-                upload.parts.insert(index, new);
+                upload.parts.insert(index, &new);
                 self.part_count = self.part_count.saturating_add(1);
             }
         }
@@ -561,7 +555,7 @@ impl State {
         };
         let mut effects = Vec::new();
         let (kept, dropped): (Vec<Part>, Vec<Part>) =
-            upload.parts.drain(..).partition(|p| listed.binary_search(&p.number).is_ok());
+            upload.parts.take().into_iter().partition(|p| listed.binary_search(&p.number).is_ok());
         release_parts(&dropped, &mut effects);
         let object = Object {
             size_bytes,
@@ -569,7 +563,7 @@ impl State {
             last_modified_ms: c.time_ms,
             meta,
             checksum,
-            parts: kept,
+            parts: PartTable::from_parts(kept),
             upload_id: Some(c.upload_id),
         };
         let written = self.write_object(c.bucket, c.key, object)?;
@@ -617,8 +611,8 @@ impl State {
             return Err(EngineError::no_such_upload(upload_id));
         };
         let mut effects = Vec::new();
-        release_parts(&upload.parts, &mut effects);
-        let bytes = upload.parts.iter().fold(0u64, |sum, p| sum.saturating_add(p.size_bytes));
+        release_table(&upload.parts, &mut effects);
+        let bytes = upload.parts.sizes().fold(0u64, u64::saturating_add);
         let parts = upload.parts.len() as u64;
         Ok(Applied { outcome: Outcome::Aborted { parts, bytes }, effects })
     }
@@ -634,7 +628,7 @@ impl State {
         let info = object.info(bucket, key);
         let mut effects = Vec::new();
         match found.objects.insert(Key(ArcStr::from(key)), object) {
-            Some(old) => release_parts(&old.parts, &mut effects),
+            Some(old) => release_table(&old.parts, &mut effects),
             None => self.object_count = self.object_count.saturating_add(1),
         }
         Ok(Applied { outcome: Outcome::ObjectWritten(info), effects })
@@ -645,7 +639,7 @@ impl State {
         let mut effects = Vec::new();
         let existed = match found.objects.remove(key.as_bytes()) {
             Some(old) => {
-                release_parts(&old.parts, &mut effects);
+                release_table(&old.parts, &mut effects);
                 self.object_count = self.object_count.saturating_sub(1);
                 true
             }
@@ -676,7 +670,7 @@ struct Completion<'a> {
 
 /// Checks a completion's list against the upload's parts (S3's order of checks: the list, then
 /// each part, then sizes) and returns the parts it names.
-fn choose_parts<'u>(upload: &'u Upload, c: &Completion<'_>) -> Result<Vec<&'u Part>, EngineError> {
+fn choose_parts(upload: &Upload, c: &Completion<'_>) -> Result<Vec<Part>, EngineError> {
     if c.parts.is_empty() {
         return Err(EngineError::MalformedXml);
     }
@@ -714,7 +708,7 @@ fn choose_parts<'u>(upload: &'u Upload, c: &Completion<'_>) -> Result<Vec<&'u Pa
 /// The completed object's checksum, checking the parts' checksums the client listed.
 fn object_checksum(
     spec: Option<crate::model::ChecksumSpec>,
-    chosen: &[&Part],
+    chosen: &[Part],
     asked: &[CompletePart],
 ) -> Result<Option<ObjectChecksum>, EngineError> {
     let Some(spec) = spec else { return Ok(None) };

@@ -309,11 +309,11 @@ impl State {
                 next_part_number_marker: None,
             });
         }
-        let start =
-            upload.parts.partition_point(|p| u32::from(p.number) <= args.part_number_marker);
-        let rest = upload.parts.get(start..).unwrap_or(&[]);
-        let parts: Vec<PartInfo> = rest.iter().take(max).map(|p| p.info()).collect();
-        let is_truncated = rest.len() > parts.len();
+        let start = upload.parts.partition_point(|n| u32::from(n) <= args.part_number_marker);
+        let rest = upload.parts.len().saturating_sub(start);
+        let parts: Vec<PartInfo> =
+            upload.parts.iter().skip(start).take(max).map(|p| p.info()).collect();
+        let is_truncated = rest > parts.len();
         let next_part_number_marker =
             if is_truncated { parts.last().map(|p| p.part_number) } else { None };
         Ok(PartsPage {

@@ -4,6 +4,7 @@
 
 mod apply;
 mod listing;
+mod part_table;
 
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,6 +26,7 @@ pub use self::listing::{
     ListObjects, ListParts, ListUploads, ObjectSummary, ObjectsPage, PAGE_ENTRIES_MAX, PartsPage,
     UploadSummary, UploadsPage,
 };
+pub use self::part_table::PartTable;
 
 /// An object key (or a bucket's key index entry): UTF-8, ordered by its bytes. It borrows as
 /// bytes so that a listing can seek to a byte string that is not itself a valid key (the first
@@ -233,7 +235,7 @@ pub struct Upload {
     #[serde(deserialize_with = "decode::shared_meta")]
     pub meta: Arc<ObjectMeta>,
     /// Its parts, by ascending number.
-    pub parts: Vec<Part>,
+    pub parts: PartTable,
 }
 
 impl Upload {
@@ -264,10 +266,8 @@ impl Upload {
     }
 
     /// Its part with this number.
-    pub fn part(&self, number: u32) -> Option<&Part> {
-        let number = u16::try_from(number).ok()?;
-        let index = self.parts.binary_search_by_key(&number, |p| p.number).ok()?;
-        self.parts.get(index)
+    pub fn part(&self, number: u32) -> Option<Part> {
+        self.parts.find(u16::try_from(number).ok()?)
     }
 }
 
@@ -285,17 +285,17 @@ pub struct Object {
     /// The additional checksum.
     pub checksum: Option<ObjectChecksum>,
     /// Its parts in order (one for a single PUT).
-    pub parts: Vec<Part>,
+    pub parts: PartTable,
     /// The upload it was completed from.
     pub upload_id: Option<UploadId>,
 }
 
 impl Object {
     /// Its part with this number, and where that part starts in the object.
-    pub fn part_with_offset(&self, number: u32) -> Option<(&Part, u64)> {
-        let index = self.parts.iter().position(|p| u32::from(p.number) == number)?;
-        let before = self.parts.get(..index)?;
-        Some((self.parts.get(index)?, before.iter().map(|p| p.size_bytes).sum()))
+    pub fn part_with_offset(&self, number: u32) -> Option<(Part, u64)> {
+        let index =
+            (0..self.parts.len()).find(|&i| self.parts.number(i).map(u32::from) == Some(number))?;
+        Some((self.parts.get(index)?, self.parts.sizes().take(index).sum()))
     }
 
     /// As the API shows it.
