@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tessera_wal::{Fs, create_dir_all_durable};
+use tessera_wal::{Fs, FsFile, create_dir_all_durable};
 
 use crate::entry::Entry;
 use crate::error::{Corruption, Damage, JournalError};
@@ -262,6 +262,12 @@ impl Journal {
         &self.dir
     }
 
+    /// Why flushes fail until a reopen (a failed fdatasync of a file the journal appends to),
+    /// if they do.
+    pub fn poisoned(&self) -> Option<String> {
+        self.state.lock().poisoned.clone()
+    }
+
     /// Every journalled transition up to this LSN is durable in the files.
     pub fn covered_lsn(&self) -> u64 {
         self.state.lock().covered_lsn
@@ -428,27 +434,18 @@ impl Journal {
         let written = active
             .file
             .write_all_at(&bytes, active.end_offset)
-            .map_err(|e| JournalError::io(&active.path, "write", e))
-            .and_then(|()| {
-                if sync {
-                    active
-                        .file
-                        .sync_data()
-                        .map_err(|e| JournalError::io(&active.path, "sync_data", e))
-                } else {
-                    Ok(())
-                }
-            });
+            .map_err(|e| JournalError::io(&active.path, "write", e));
         if let Err(e) = written {
             // Undo, so that the next flush appends at a known end.
             let undone =
                 active.file.set_len(active.end_offset).and_then(|()| active.file.sync_data());
             if let Err(undo) = undone {
-                let reason = format!("a failed flush could not be undone ({undo}) after: {e}");
-                tracing::error!(%reason, "journal poisoned");
-                self.state.lock().poisoned = Some(reason);
+                self.poison(format!("a failed flush could not be undone ({undo}) after: {e}"));
             }
             return Err(e);
+        }
+        if sync {
+            self.sync_or_poison(&*active.file, &active.path)?;
         }
         let drained: Vec<Arc<Entry>> = {
             let mut state = self.state.lock();
@@ -476,10 +473,29 @@ impl Journal {
     fn sync_last(&self) -> Result<(), JournalError> {
         let last = self.state.lock().files.last().cloned();
         if let Some(last) = last {
-            last.file.sync_data().map_err(|e| JournalError::io(&last.path, "sync_data", e))?;
+            self.sync_or_poison(&*last.file, &last.path)?;
         }
         self.state.lock().unsynced = false;
         Ok(())
+    }
+
+    /// Syncs a file the journal appends to. A failure poisons the journal: the failed
+    /// fdatasync may have dropped pages written since the last one that succeeded (blocks of
+    /// `write_through` among them), and a later fdatasync would report success over them, so
+    /// the file would be sealed with holes (never retried: PostgreSQL's fsyncgate). Flushes
+    /// fail from then on, and so do the checkpoints that wait for them; the log keeps the
+    /// records meanwhile. A reopen cuts the newest file at its first damaged block, and the
+    /// engine re-derives the entries after it from the log.
+    fn sync_or_poison(&self, file: &dyn FsFile, path: &Path) -> Result<(), JournalError> {
+        file.sync_data().map_err(|e| {
+            self.poison(format!("fdatasync of {} failed: {e}", path.display()));
+            JournalError::io(path, "sync_data", e)
+        })
+    }
+
+    fn poison(&self, reason: String) {
+        tracing::error!(%reason, "journal poisoned");
+        self.state.lock().poisoned = Some(reason);
     }
 
     /// Drops whole files, oldest first, as the retention policy says; never the newest file.

@@ -5,8 +5,10 @@
 //! reopened now and then, sometimes after a simulated crash. Entries staged but not flushed are
 //! lost on reopen, and the model drops them too: the engine re-stages them from its log. Some
 //! flushes meet a fault: a power cut (then a crash that keeps a random part of what was not
-//! synced: the flush is found whole or not at all, and whole if it returned), or a one-shot
-//! EIO or ENOSPC (the flush fails, and its entries stay staged for the next one).
+//! synced: the flush is found whole or not at all, and whole if it returned), a one-shot EIO
+//! (the flush fails and poisons the journal until a reopen, which finds the flush whole or not
+//! at all), or a one-shot ENOSPC (the flush fails, and its entries stay staged for the next
+//! one).
 //!
 //! Every query (any mix of upload id, bucket, key prefix, time range, order and limit) must
 //! return exactly what a naive filter over the model returns, in the same order, cut at the
@@ -111,8 +113,9 @@ enum Fault {
     /// The power goes off at the flush's I/O call `call` (or never, if it makes fewer); then
     /// a crash, drawn from `seed`, and a reopen: the flush is kept whole or not at all.
     PowerOff { call: u64, seed: u64 },
-    /// The flush's `nth` fdatasync fails with EIO: the flush fails, is undone, and the entries
-    /// stay staged for the next one.
+    /// The flush's `nth` fdatasync fails with EIO: the flush fails and the journal is poisoned
+    /// (a later flush fails too) until a reopen, after a crash: the flush is kept whole or not
+    /// at all.
     Eio { nth: u64 },
     /// The flush's `nth` write fails with ENOSPC, likewise.
     Enospc { nth: u64 },
@@ -427,15 +430,40 @@ fn faulty_flush(
             }
             model.staged.clear();
         }
-        Fault::Eio { nth } | Fault::Enospc { nth } => {
-            if matches!(fault, Fault::Eio { .. }) {
-                sim.eio_at_sync(sim.sync_calls() + nth);
-            } else {
-                sim.enospc_at_write(sim.write_calls() + nth);
-            }
+        Fault::Eio { nth } => {
+            sim.eio_at_sync(sim.sync_calls() + nth);
             let result = journal.flush_through(through_lsn);
             // Disarmed, if the flush made fewer calls.
             sim.eio_at_sync(u64::MAX);
+            if result.is_ok() {
+                model.flush(through_lsn);
+                assert_eq!(journal.covered_lsn(), model.covered_lsn);
+                return;
+            }
+            if journal.poisoned().is_none() {
+                // A new file's fdatasync failed: the file was not taken, nothing was dropped,
+                // and the entries stay staged for the next flush.
+                assert_eq!(journal.covered_lsn(), model.covered_lsn, "{result:?}");
+                assert_eq!(journal.stats().staged_entries, model.staged.len() as u64);
+                return;
+            }
+            // Poisoned: no fdatasync is tried again over pages the failed one may have
+            // dropped, until a reopen.
+            assert!(journal.flush_through(through_lsn).is_err(), "a poisoned journal flushed");
+            assert_eq!(journal.covered_lsn(), model.covered_lsn, "{result:?}");
+            let (before, whole) = (model.covered_lsn, model.covered_lsn.max(through_lsn));
+            let report = harness.reopen_after(Some(CrashMode::DropUnsynced));
+            let covered = report.covered_lsn;
+            assert!(covered == before || covered == whole, "{before} or {whole}: {report:?}");
+            if covered == whole {
+                model.flush(through_lsn);
+            }
+            model.staged.clear();
+        }
+        Fault::Enospc { nth } => {
+            sim.enospc_at_write(sim.write_calls() + nth);
+            let result = journal.flush_through(through_lsn);
+            // Disarmed, if the flush made fewer calls.
             sim.enospc_at_write(u64::MAX);
             if result.is_ok() {
                 model.flush(through_lsn);

@@ -101,3 +101,43 @@ fn a_file_is_synced_before_the_next_one_starts() {
     assert!(journal.covered_lsn() >= 29, "{}", journal.covered_lsn());
     assert_eq!(lsns(&journal), (1..=journal.covered_lsn()).collect::<Vec<_>>());
 }
+
+/// A failed fdatasync may drop pages written before it (`write_through`'s blocks): the journal
+/// once undid the failed flush, carried on, synced again when the file filled and sealed it,
+/// and after a crash a query met a block whose entries failed their CRC in that sealed file.
+/// Now the failure poisons the journal until a reopen, which finds the newest file whole up to
+/// its first damaged block: every query after it is clean.
+#[test]
+fn a_failed_fdatasync_poisons_and_nothing_damaged_is_sealed() {
+    for seed in 0..32 {
+        let fs = SimFs::new(seed);
+        let (journal, _) = open(&fs, 2048);
+        for lsn in 1..=8 {
+            journal.stage(entry(lsn)).unwrap();
+        }
+        journal.write_through(8).unwrap();
+        for lsn in 9..=12 {
+            journal.stage(entry(lsn)).unwrap();
+        }
+        fs.eio_at_sync(fs.sync_calls());
+        assert!(journal.flush_through(12).is_err(), "seed {seed}");
+        fs.eio_at_sync(u64::MAX);
+        assert!(journal.poisoned().is_some(), "seed {seed}");
+        // Enough to fill the file, then one more flush: the old code sealed the file there.
+        for lsn in 13..=60 {
+            journal.stage(entry(lsn)).unwrap();
+        }
+        assert!(journal.flush_through(60).is_err(), "seed {seed}: a poisoned journal flushed");
+        journal.stage(entry(61)).unwrap();
+        assert!(journal.flush_through(61).is_err(), "seed {seed}: a poisoned journal flushed");
+        drop(journal);
+        fs.crash(CrashMode::DropUnsynced);
+        let (journal, report) = open(&fs, 2048);
+        assert!(report.corruptions.is_empty(), "seed {seed}: {report:?}");
+        let result = journal.query(&Query::default());
+        assert!(result.warnings.is_empty(), "seed {seed}: {:?}", result.warnings);
+        let covered = journal.covered_lsn();
+        let found: Vec<u64> = result.entries.iter().map(|e| e.lsn).collect();
+        assert_eq!(found, (1..=covered).collect::<Vec<_>>(), "seed {seed}");
+    }
+}
