@@ -86,9 +86,14 @@ impl Engine {
     fn pieces(&self, object: &Object, first: u64, end: u64) -> Result<Vec<Piece>, EngineError> {
         let mut pieces = Vec::new();
         let mut start = 0u64;
-        for part in object.parts.iter() {
-            let part_end = start.saturating_add(part.size_bytes);
-            if part_end > first && start < end && part.size_bytes > 0 {
+        // Sizes first: only the parts the range overlaps are unpacked.
+        for (index, size_bytes) in object.parts.sizes().enumerate() {
+            let part_end = start.saturating_add(size_bytes);
+            if part_end > first
+                && start < end
+                && size_bytes > 0
+                && let Some(part) = object.parts.get(index)
+            {
                 let from = first.saturating_sub(start);
                 let to = end.min(part_end) - start;
                 pieces.push(self.open_piece(&part.data, from..to)?);

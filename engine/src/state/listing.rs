@@ -311,8 +311,9 @@ impl State {
         }
         let start = upload.parts.partition_point(|n| u32::from(n) <= args.part_number_marker);
         let rest = upload.parts.len().saturating_sub(start);
+        // Only the page's parts are unpacked: O(log n + page).
         let parts: Vec<PartInfo> =
-            upload.parts.iter().skip(start).take(max).map(|p| p.info()).collect();
+            (start..).map_while(|i| upload.parts.get(i)).take(max).map(|p| p.info()).collect();
         let is_truncated = rest > parts.len();
         let next_part_number_marker =
             if is_truncated { parts.last().map(|p| p.part_number) } else { None };

@@ -184,17 +184,26 @@ impl PartTable {
         mut store: impl FnMut(&ContentAddress) -> bool,
     ) -> Vec<ContentAddress> {
         let mut stored = Vec::new();
-        for index in 0..self.rows.len() {
-            let Some(row) = self.rows.get_mut(index) else { break };
-            if row[2] != KIND_INLINE || !store(&address_of(row)) {
-                continue;
+        for row in &mut self.rows {
+            if row[2] == KIND_INLINE && store(&address_of(row)) {
+                row[2] = KIND_STORED;
+                stored.push(address_of(row));
             }
-            row[2] = KIND_STORED;
-            stored.push(address_of(row));
-            let checksum = self.extra(index).and_then(|e| e.checksum.clone());
-            let extra =
-                checksum.map(|checksum| Extra { index, checksum: Some(checksum), inline: None });
-            self.set_extra(index, extra);
+        }
+        if !stored.is_empty()
+            && let Some(extras) = self.extras.as_mut()
+        {
+            // One pass: a stored part keeps its checksum and drops its bytes.
+            let rows = &self.rows;
+            extras.retain_mut(|e| {
+                if rows.get(e.index).is_some_and(|row| row[2] == KIND_STORED) {
+                    e.inline = None;
+                }
+                e.checksum.is_some() || e.inline.is_some()
+            });
+            if extras.is_empty() {
+                self.extras = None;
+            }
         }
         stored
     }
@@ -234,15 +243,16 @@ impl PartTable {
         }
         let (row, extra) = row_of(part);
         self.rows.insert(index, row);
-        if let Some(extras) = &mut self.extras {
-            for e in extras.iter_mut().filter(|e| e.index >= index) {
+        // Extras are sorted by index: only those from the insertion point move.
+        let at =
+            self.extras.as_ref().map_or(0, |extras| extras.partition_point(|e| e.index < index));
+        if let Some(later) = self.extras.as_mut().and_then(|extras| extras.get_mut(at..)) {
+            for e in later {
                 e.index += 1;
             }
         }
         if let Some(extra) = extra {
-            let extras = self.extras.get_or_insert_with(Box::default);
-            let at = extras.partition_point(|e| e.index < index);
-            extras.insert(at, Extra { index, ..extra });
+            self.extras.get_or_insert_with(Box::default).insert(at, Extra { index, ..extra });
         }
     }
 
