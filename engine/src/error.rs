@@ -217,12 +217,13 @@ pub enum EngineError {
     /// The log failed (I/O, corruption, poisoned after a failed fsync).
     #[error(transparent)]
     Wal(#[from] WalError),
-    /// Opening cut the log's last batch as a torn write, but the payload store shows that the
-    /// batch had been acknowledged (a segment its record emptied was removed): the batch was
-    /// damaged on the medium, not torn by the crash. What it recorded is lost, and the open
-    /// refuses rather than go on without it.
+    /// Opening cut the log's last batch as a torn write, and then found a payload segment
+    /// missing that the state still references. Within the engine, a segment goes only after
+    /// a durable record released or moved its last payload: so either that record was in the
+    /// cut batch (acknowledged, and damaged on the medium rather than torn by the crash), or
+    /// the segment was removed outside the engine. The open refuses either way.
     #[error(
-        "{cause}: the log's last batch ({} from offset {}, LSN {}) failed its check ({}) and was cut as a torn write, but it had been acknowledged: the medium is damaged",
+        "{cause}: the log's last batch ({} from offset {}, LSN {}) failed its check ({}) and was cut as a torn write; either that batch had been acknowledged and was damaged on the medium (its record had emptied the segment), or the segment was removed outside the engine",
         .torn.path.display(),
         .torn.offset_bytes,
         .torn.lsn,

@@ -90,7 +90,7 @@ impl Engine {
                 effects.map(|()| applied.outcome)
             });
             let result = match result {
-                Ok(Err(e)) => return Err(blame_cut_tail(e, wal_report.torn_tail.as_ref())),
+                Ok(Err(e)) => return Err(e),
                 Ok(Ok(outcome)) => Ok(outcome),
                 Err(e) => Err(e),
             };
@@ -193,9 +193,9 @@ fn open_journal(
 
 /// A live reference into a payload segment that does not exist, after the log cut its last
 /// batch as torn. A segment is removed only once a durable record has released or moved its
-/// last live payload; the record that did so is then the one cut, so the batch had been
-/// acknowledged and the "torn write" was damage on the medium. The error names the log file
-/// and where it was cut.
+/// last live payload, so the cut batch may have been acknowledged (a flipped bit looks like a
+/// torn write) and its record the one that emptied the segment; or the segment was removed
+/// outside the engine. The error names the log file and where it was cut, beside the segment.
 fn blame_cut_tail(e: EngineError, torn: Option<&tessera_wal::TornTail>) -> EngineError {
     match (e, torn) {
         (
