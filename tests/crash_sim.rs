@@ -286,6 +286,9 @@ fn open(fs: &SimFs, clock: &ManualClock) -> Result<Engine, EngineError> {
 /// A run without a fault: the observed state after each operation, and each one's outcome.
 struct DryRun {
     states: Vec<Observed>,
+    /// The last LSN applied to the state at each of `states` (records that change no state,
+    /// a compaction's moves, aside).
+    applied: Vec<u64>,
     /// Each operation's outcome: `Ok`, or the S3 error code it failed with.
     outcomes: Vec<Result<(), &'static str>>,
     calls: u64,
@@ -301,11 +304,13 @@ fn dry_run(ops: &[Op]) -> DryRun {
     let engine = open(&fs, &clock).unwrap();
     engine.create_bucket("alice", "bkt").unwrap();
     let mut states = vec![observe(&engine).unwrap()];
+    let mut applied = vec![engine.stats().applied_lsn];
     let mut outcomes = Vec::new();
     let mut runner = Runner { engine: &engine, clock: &clock, uploads: Vec::new() };
     for op in ops {
         outcomes.push(runner.run(op).map_err(|e| e.s3_code()));
         states.push(observe(&engine).unwrap());
+        applied.push(engine.stats().applied_lsn);
     }
     drop(engine);
     let (calls, writes, syncs) = (fs.io_calls(), fs.write_calls(), fs.sync_calls());
@@ -315,7 +320,7 @@ fn dry_run(ops: &[Op]) -> DryRun {
     observe(&engine).unwrap();
     engine.payload_store().verify().unwrap();
     let recovery_reads = fs.read_calls() - reads_before;
-    DryRun { states, outcomes, calls, writes, syncs, recovery_reads }
+    DryRun { states, applied, outcomes, calls, writes, syncs, recovery_reads }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -422,13 +427,7 @@ fn recover_and_check(
         && allowed.len() == 2
         && between(&allowed[0], &seen, &allowed[1]);
     if !allowed.contains(&seen) && !partial_expiry {
-        if rotted()
-            && explained_by_reports(
-                &engine,
-                ops,
-                &dry.states[..allowed.len() + acknowledged],
-                &seen,
-            )
+        if rotted() && explained_by_reports(&engine, ops, dry, allowed.len() + acknowledged, &seen)
         {
             tally.corruption_reports += 1;
         } else {
@@ -502,27 +501,37 @@ fn reported(tally: &mut Tally, what: &str, message: &str) -> Result<(), String> 
 }
 
 /// Whether a state that differs from every allowed one is what recovery said it did with a
-/// flipped bit: a log tail cut as torn (a flipped bit in the last batch cannot be told from a
-/// torn write) leaves the state after fewer operations, or part of the way through an expiry
-/// (one transition per upload it ends); a damaged journal block loses history but no state.
-/// `states[i + 1]` is the state after `ops[i]`.
-fn explained_by_reports(engine: &Engine, ops: &[Op], states: &[Observed], seen: &Observed) -> bool {
+/// flipped bit. A log tail cut as torn at LSN `L` (a flipped bit in the last batch cannot be
+/// told from a torn write) leaves exactly the records before `L`: the state after the last
+/// operation whose transitions all precede `L` (the dry run's LSNs are the crashed run's, the
+/// workload being deterministic), or part of the way through the expiry after it (one
+/// transition per upload it ends). A damaged journal block loses history but no state.
+/// `reachable` states (those of the acknowledged operations and the one in flight) count.
+fn explained_by_reports(
+    engine: &Engine,
+    ops: &[Op],
+    dry: &DryRun,
+    reachable: usize,
+    seen: &Observed,
+) -> bool {
     let report = engine.open_report();
-    let log_cut = report.wal.torn_tail.is_some() || !report.wal.skipped_checkpoints.is_empty();
     let history_damaged = !engine.journal_report().corruptions.is_empty();
-    let without_history = |o: &Observed| Observed { history: Vec::new(), ..o.clone() };
-    let candidates = if log_cut { states } else { &states[states.len() - 1..] };
-    let cut_within_expiry = || {
-        states
-            .windows(2)
-            .zip(ops)
-            .any(|(pair, op)| matches!(op, Op::Expire) && between(&pair[0], seen, &pair[1]))
+    let same = |state: &Observed| {
+        let without_history = |o: &Observed| Observed { history: Vec::new(), ..o.clone() };
+        without_history(state) == without_history(seen)
+            && (history_damaged || state.history == seen.history)
     };
-    (log_cut || history_damaged)
-        && (candidates.iter().any(|state| {
-            without_history(state) == without_history(seen)
-                && (history_damaged || state.history == seen.history)
-        }) || (log_cut && cut_within_expiry()))
+    let states = &dry.states[..reachable.min(dry.states.len())];
+    let Some(cut) = report.wal.torn_tail.as_ref().map(|torn| torn.lsn.0) else {
+        // No cut: the history alone may differ.
+        return history_damaged && states.last().is_some_and(same);
+    };
+    let Some(at) = dry.applied.iter().take(states.len()).rposition(|&lsn| lsn < cut) else {
+        return false;
+    };
+    let partial_expiry = matches!(ops.get(at), Some(Op::Expire))
+        && states.get(at + 1).is_some_and(|after| between(&states[at], seen, after));
+    same(&states[at]) || partial_expiry
 }
 
 /// Whether `seen` lies between `before` and `after` an expiry: some of the uploads it ended are
