@@ -150,11 +150,6 @@ impl PartTable {
         self.rows.get(index).map(number_of)
     }
 
-    /// The size of the part at `index`.
-    pub fn size_bytes(&self, index: usize) -> Option<u64> {
-        self.rows.get(index).map(|row| u64_at(row, 4))
-    }
-
     /// The sizes of all parts, in order.
     pub fn sizes(&self) -> impl Iterator<Item = u64> + '_ {
         self.rows.iter().map(|row| u64_at(row, 4))
