@@ -119,6 +119,8 @@ struct State {
     poisoned: Option<String>,
     /// The newest file has blocks written by `write_through` and not synced yet.
     unsynced: bool,
+    /// How much of the newest file the last fdatasync that succeeded covered.
+    synced_end: u64,
 }
 
 /// The journal of one data directory. `Send + Sync`.
@@ -245,11 +247,21 @@ impl Journal {
         }
         report.files = files.len() as u64;
         report.covered_lsn = files.last().map_or(0, FileIndex::last_lsn);
+        // What this open takes as the newest file's blocks is made durable now: pages that a
+        // crashed process wrote and no fdatasync confirmed may still be only in the page cache.
+        let synced_end = match files.last().filter(|_| last_appendable) {
+            Some(last) => {
+                last.file.sync_data().map_err(|e| JournalError::io(&last.path, "sync_data", e))?;
+                last.end_offset
+            }
+            None => 0,
+        };
         let state = State {
             covered_lsn: report.covered_lsn,
             files,
             last_appendable,
             corruptions: report.corruptions.clone(),
+            synced_end,
             ..State::default()
         };
         let journal =
@@ -268,7 +280,8 @@ impl Journal {
         self.state.lock().poisoned.clone()
     }
 
-    /// Every journalled transition up to this LSN is durable in the files.
+    /// Every journalled transition up to this LSN is in the files: durable, except blocks that
+    /// `write_through` wrote since the last fdatasync.
     pub fn covered_lsn(&self) -> u64 {
         self.state.lock().covered_lsn
     }
@@ -425,6 +438,7 @@ impl Journal {
                 }
                 let file = file::create(&*self.fs, &self.dir, covered + 1)?;
                 let mut state = self.state.lock();
+                state.synced_end = file.end_offset;
                 state.files.push(file.clone());
                 state.last_appendable = true;
                 (file, true)
@@ -439,8 +453,15 @@ impl Journal {
             // Undo, so that the next flush appends at a known end.
             let undone =
                 active.file.set_len(active.end_offset).and_then(|()| active.file.sync_data());
-            if let Err(undo) = undone {
-                self.poison(format!("a failed flush could not be undone ({undo}) after: {e}"));
+            match undone {
+                Ok(()) => {
+                    let mut state = self.state.lock();
+                    state.synced_end = active.end_offset;
+                    state.unsynced = false;
+                }
+                Err(undo) => {
+                    self.poison(format!("a failed flush could not be undone ({undo}) after: {e}"));
+                }
             }
             return Err(e);
         }
@@ -458,6 +479,9 @@ impl Journal {
             }
             state.covered_lsn = through_lsn;
             state.unsynced = !sync;
+            if sync && let Some(last) = state.files.last() {
+                state.synced_end = last.end_offset;
+            }
             let count = state.staged.iter().take_while(|e| e.lsn <= through_lsn).count();
             let drained: Vec<Arc<Entry>> = state.staged.drain(..count).collect();
             let freed: usize = drained.iter().map(|e| e.memory_bytes()).sum();
@@ -472,10 +496,14 @@ impl Journal {
     /// fdatasyncs the newest file (what `write_through` left).
     fn sync_last(&self) -> Result<(), JournalError> {
         let last = self.state.lock().files.last().cloned();
-        if let Some(last) = last {
+        if let Some(last) = &last {
             self.sync_or_poison(&*last.file, &last.path)?;
         }
-        self.state.lock().unsynced = false;
+        let mut state = self.state.lock();
+        state.unsynced = false;
+        if let Some(last) = state.files.last() {
+            state.synced_end = last.end_offset;
+        }
         Ok(())
     }
 
@@ -489,8 +517,44 @@ impl Journal {
     fn sync_or_poison(&self, file: &dyn FsFile, path: &Path) -> Result<(), JournalError> {
         file.sync_data().map_err(|e| {
             self.poison(format!("fdatasync of {} failed: {e}", path.display()));
+            self.cut_unsynced();
             JournalError::io(path, "sync_data", e)
         })
+    }
+
+    /// After a failed fdatasync: the newest file's bytes past the last one that succeeded may
+    /// be gone from the disk while the page cache still shows them, so a reopen without a
+    /// reboot would take them for durable. They are cut off the file, and the entries of its
+    /// blocks among them staged again (read while the page cache has them), so that the file
+    /// holds only what was synced and a reopen re-derives the rest from the log.
+    fn cut_unsynced(&self) {
+        let mut state = self.state.lock();
+        let synced_end = state.synced_end;
+        let Some(last) = state.files.last_mut() else { return };
+        let (kept, cut): (Vec<Block>, Vec<Block>) =
+            last.blocks.iter().cloned().partition(|b| b.end() <= synced_end);
+        // Read before the cut, while the bytes are there.
+        let mut restaged = Vec::new();
+        for block in &cut {
+            match last.read_entries(block) {
+                Ok(entries) => restaged.extend(entries),
+                Err(corruption) => {
+                    tracing::error!(%corruption, "journal: a cut block's entries are lost until a reopen");
+                }
+            }
+        }
+        if let Err(e) = last.file.set_len(synced_end) {
+            tracing::error!(path = %last.path.display(), error = %e, "journal: unsynced blocks not cut");
+            return;
+        }
+        last.blocks = Arc::new(kept);
+        last.end_offset = synced_end;
+        state.covered_lsn = last.last_lsn();
+        state.unsynced = false;
+        for entry in restaged.into_iter().rev() {
+            state.staged_bytes += entry.memory_bytes();
+            state.staged.push_front(Arc::new(entry));
+        }
     }
 
     fn poison(&self, reason: String) {

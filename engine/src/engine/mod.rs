@@ -458,10 +458,15 @@ impl Engine {
     }
 
     /// Why the journal cannot be trusted to hold every transition, if so (it failed to open,
-    /// or an entry could not be staged). Checkpoints are refused meanwhile, so that the log
-    /// keeps the history; a reopen re-derives it.
+    /// an entry could not be staged, or an fdatasync of its files failed and poisoned it).
+    /// Checkpoints are refused meanwhile, so that the log keeps the history; a reopen
+    /// re-derives it.
     pub fn journal_fault(&self) -> Option<String> {
-        self.journal_fault.lock().clone()
+        let fault = self.journal_fault.lock().clone();
+        fault.or_else(|| {
+            let poisoned = self.journal.as_ref().and_then(Journal::poisoned)?;
+            Some(format!("journal poisoned: {poisoned}"))
+        })
     }
 
     /// What opening the journal found (damage, a torn tail cut).
