@@ -504,8 +504,9 @@ fn reported(tally: &mut Tally, what: &str, message: &str) -> Result<(), String> 
 /// flipped bit. A log tail cut as torn at LSN `L` (a flipped bit in the last batch cannot be
 /// told from a torn write) leaves exactly the records before `L`: the state after the last
 /// operation whose transitions all precede `L` (the dry run's LSNs are the crashed run's, the
-/// workload being deterministic), or part of the way through the expiry after it (one
-/// transition per upload it ends). A damaged journal block loses history but no state.
+/// workload being deterministic), or, if the expiry after it was cut, exactly its aborts
+/// before `L` (one transition per upload it ends). A damaged journal block loses history but
+/// no state.
 /// `reachable` states (those of the acknowledged operations and the one in flight) count.
 fn explained_by_reports(
     engine: &Engine,
@@ -529,9 +530,13 @@ fn explained_by_reports(
     let Some(at) = dry.applied.iter().take(states.len()).rposition(|&lsn| lsn < cut) else {
         return false;
     };
-    let partial_expiry = matches!(ops.get(at), Some(Op::Expire))
-        && states.get(at + 1).is_some_and(|after| between(&states[at], seen, after));
-    same(&states[at]) || partial_expiry
+    // Inside an expiry (only aborts, one LSN each), exactly the aborts before the cut stand.
+    let expired_before_cut = (cut - 1).saturating_sub(dry.applied[at]) as usize;
+    if matches!(ops.get(at), Some(Op::Expire)) && expired_before_cut > 0 {
+        return states.get(at + 1).is_some_and(|after| between(&states[at], seen, after))
+            && seen.uploads.len() + expired_before_cut == states[at].uploads.len();
+    }
+    same(&states[at])
 }
 
 /// Whether `seen` lies between `before` and `after` an expiry: some of the uploads it ended are
