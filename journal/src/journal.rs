@@ -117,10 +117,23 @@ struct State {
     corruptions: Vec<Corruption>,
     /// A failed flush that could not even be undone: no more flushes until a reopen.
     poisoned: Option<String>,
-    /// The newest file has blocks written by `write_through` and not synced yet.
-    unsynced: bool,
-    /// How much of the newest file the last fdatasync that succeeded covered.
+    /// How much of the newest file the last fdatasync that succeeded covered; blocks past it
+    /// were written by `write_through` and not synced yet.
     synced_end: u64,
+}
+
+impl State {
+    /// Whether the newest file has blocks no fdatasync has covered yet.
+    fn unsynced(&self) -> bool {
+        self.files.last().is_some_and(|last| last.end_offset > self.synced_end)
+    }
+
+    /// Appends to `file` from now on (its header was synced when it was made).
+    fn start_file(&mut self, file: FileIndex) {
+        self.synced_end = file.end_offset;
+        self.files.push(file);
+        self.last_appendable = true;
+    }
 }
 
 /// The journal of one data directory. `Send + Sync`.
@@ -249,13 +262,10 @@ impl Journal {
         report.covered_lsn = files.last().map_or(0, FileIndex::last_lsn);
         // What this open takes as the newest file's blocks is made durable now: pages that a
         // crashed process wrote and no fdatasync confirmed may still be only in the page cache.
-        let synced_end = match files.last().filter(|_| last_appendable) {
-            Some(last) => {
-                last.file.sync_data().map_err(|e| JournalError::io(&last.path, "sync_data", e))?;
-                last.end_offset
-            }
-            None => 0,
-        };
+        if let Some(last) = files.last().filter(|_| last_appendable) {
+            last.file.sync_data().map_err(|e| JournalError::io(&last.path, "sync_data", e))?;
+        }
+        let synced_end = files.last().map_or(0, |last| last.end_offset);
         let state = State {
             covered_lsn: report.covered_lsn,
             files,
@@ -364,7 +374,7 @@ impl Journal {
         let _one = self.writer.lock();
         let (covered, unsynced) = {
             let state = self.state.lock();
-            (state.covered_lsn, state.unsynced)
+            (state.covered_lsn, state.unsynced())
         };
         if through_lsn <= covered {
             return Ok(None);
@@ -381,8 +391,7 @@ impl Journal {
         };
         tracing::warn!(%corruption, "journal history missing");
         let mut state = self.state.lock();
-        state.files.push(file);
-        state.last_appendable = true;
+        state.start_file(file);
         state.covered_lsn = through_lsn;
         state.corruptions.push(corruption.clone());
         Ok(Some(corruption))
@@ -421,7 +430,7 @@ impl Journal {
             let entries: Vec<Arc<Entry>> =
                 state.staged.iter().take_while(|e| e.lsn <= through_lsn).cloned().collect();
             let active = state.files.last().filter(|_| state.last_appendable).cloned();
-            (state.covered_lsn, entries, active, state.unsynced)
+            (state.covered_lsn, entries, active, state.unsynced())
         };
         if through_lsn <= covered {
             if sync && unsynced {
@@ -437,10 +446,7 @@ impl Journal {
                     self.sync_last()?;
                 }
                 let file = file::create(&*self.fs, &self.dir, covered + 1)?;
-                let mut state = self.state.lock();
-                state.synced_end = file.end_offset;
-                state.files.push(file.clone());
-                state.last_appendable = true;
+                self.state.lock().start_file(file.clone());
                 (file, true)
             }
         };
@@ -454,11 +460,7 @@ impl Journal {
             let undone =
                 active.file.set_len(active.end_offset).and_then(|()| active.file.sync_data());
             match undone {
-                Ok(()) => {
-                    let mut state = self.state.lock();
-                    state.synced_end = active.end_offset;
-                    state.unsynced = false;
-                }
+                Ok(()) => self.state.lock().synced_end = active.end_offset,
                 Err(undo) => {
                     self.poison(format!("a failed flush could not be undone ({undo}) after: {e}"));
                 }
@@ -478,7 +480,6 @@ impl Journal {
                 last.end_offset += bytes.len() as u64;
             }
             state.covered_lsn = through_lsn;
-            state.unsynced = !sync;
             if sync && let Some(last) = state.files.last() {
                 state.synced_end = last.end_offset;
             }
@@ -500,7 +501,6 @@ impl Journal {
             self.sync_or_poison(&*last.file, &last.path)?;
         }
         let mut state = self.state.lock();
-        state.unsynced = false;
         if let Some(last) = state.files.last() {
             state.synced_end = last.end_offset;
         }
@@ -550,7 +550,6 @@ impl Journal {
         last.blocks = Arc::new(kept);
         last.end_offset = synced_end;
         state.covered_lsn = last.last_lsn();
-        state.unsynced = false;
         for entry in restaged.into_iter().rev() {
             state.staged_bytes += entry.memory_bytes();
             state.staged.push_front(Arc::new(entry));

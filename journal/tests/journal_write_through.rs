@@ -185,3 +185,26 @@ fn after_a_failed_fdatasync_a_reopen_without_a_crash_finds_only_what_was_synced(
         assert_eq!(found, (1..=61).collect::<Vec<_>>(), "seed {seed}");
     }
 }
+
+/// A file started by `mark_gap` is where the next fdatasync's "last good end" lies: a failure
+/// after writing through into it cuts back to its header, not to another file's end.
+#[test]
+fn a_failed_fdatasync_after_a_gap_cuts_back_to_the_gap_files_header() {
+    let fs = SimFs::new(3);
+    let (journal, _) = open(&fs, 1 << 20);
+    journal.mark_gap(10).unwrap();
+    for lsn in 11..=14 {
+        journal.stage(entry(lsn)).unwrap();
+    }
+    journal.write_through(14).unwrap();
+    fs.eio_at_sync(fs.sync_calls());
+    assert!(journal.flush_through(14).is_err());
+    fs.eio_at_sync(u64::MAX);
+    assert_eq!(lsns(&journal), (11..=14).collect::<Vec<_>>(), "staged again");
+    drop(journal);
+    let (journal, report) = open(&fs, 1 << 20);
+    assert_eq!(report.covered_lsn, 10, "{report:?}");
+    assert!(report.torn_tail.is_none(), "{report:?}");
+    assert!(report.corruptions.is_empty(), "{report:?}");
+    assert!(lsns(&journal).is_empty());
+}
