@@ -102,6 +102,24 @@ fn a_file_is_synced_before_the_next_one_starts() {
     assert_eq!(lsns(&journal), (1..=journal.covered_lsn()).collect::<Vec<_>>());
 }
 
+/// LSNs 1..=8 written through, then a flush through 12 whose fdatasync fails with EIO, on
+/// files of 2,048 bytes.
+fn write_through_then_fail_a_flush(seed: u64) -> (SimFs, Journal) {
+    let fs = SimFs::new(seed);
+    let (journal, _) = open(&fs, 2048);
+    for lsn in 1..=8 {
+        journal.stage(entry(lsn)).unwrap();
+    }
+    journal.write_through(8).unwrap();
+    for lsn in 9..=12 {
+        journal.stage(entry(lsn)).unwrap();
+    }
+    fs.eio_at_sync(fs.sync_calls());
+    assert!(journal.flush_through(12).is_err(), "seed {seed}");
+    fs.eio_at_sync(u64::MAX);
+    (fs, journal)
+}
+
 /// A failed fdatasync may drop pages written before it (`write_through`'s blocks): the journal
 /// once undid the failed flush, carried on, synced again when the file filled and sealed it,
 /// and after a crash a query met a block whose entries failed their CRC in that sealed file.
@@ -110,18 +128,7 @@ fn a_file_is_synced_before_the_next_one_starts() {
 #[test]
 fn a_failed_fdatasync_poisons_and_nothing_damaged_is_sealed() {
     for seed in 0..32 {
-        let fs = SimFs::new(seed);
-        let (journal, _) = open(&fs, 2048);
-        for lsn in 1..=8 {
-            journal.stage(entry(lsn)).unwrap();
-        }
-        journal.write_through(8).unwrap();
-        for lsn in 9..=12 {
-            journal.stage(entry(lsn)).unwrap();
-        }
-        fs.eio_at_sync(fs.sync_calls());
-        assert!(journal.flush_through(12).is_err(), "seed {seed}");
-        fs.eio_at_sync(u64::MAX);
+        let (fs, journal) = write_through_then_fail_a_flush(seed);
         assert!(journal.poisoned().is_some(), "seed {seed}");
         // Enough to fill the file, then one more flush: the old code sealed the file there.
         for lsn in 13..=60 {
@@ -150,18 +157,7 @@ fn a_failed_fdatasync_poisons_and_nothing_damaged_is_sealed() {
 #[test]
 fn after_a_failed_fdatasync_a_reopen_without_a_crash_finds_only_what_was_synced() {
     for seed in 0..32 {
-        let fs = SimFs::new(seed);
-        let (journal, _) = open(&fs, 2048);
-        for lsn in 1..=8 {
-            journal.stage(entry(lsn)).unwrap();
-        }
-        journal.write_through(8).unwrap();
-        for lsn in 9..=12 {
-            journal.stage(entry(lsn)).unwrap();
-        }
-        fs.eio_at_sync(fs.sync_calls());
-        assert!(journal.flush_through(12).is_err(), "seed {seed}");
-        fs.eio_at_sync(u64::MAX);
+        let (fs, journal) = write_through_then_fail_a_flush(seed);
         assert_eq!(journal.covered_lsn(), 0, "seed {seed}: nothing was synced");
         assert_eq!(lsns(&journal), (1..=12).collect::<Vec<_>>(), "seed {seed}: still queryable");
         drop(journal);
