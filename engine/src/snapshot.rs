@@ -12,9 +12,14 @@ use crate::model::UploadId;
 use crate::payload::{ContentAddress, Location};
 use crate::state::{State, Upload};
 
-/// The version byte of the checkpoint blobs this build writes: a bucket has a list of
-/// lifecycle rules (docs/format.md §11).
-pub const SNAPSHOT_VERSION: u8 = 2;
+/// The version byte of the checkpoint blobs this build writes: the payloads are listed in the
+/// order of their slots, and a stored part names its payload by its position in that list
+/// (docs/format.md §11).
+pub const SNAPSHOT_VERSION: u8 = 3;
+
+/// The version of checkpoints in which the payloads were listed by ascending address and a
+/// stored part named its payload by address; this build still reads them.
+pub const SNAPSHOT_VERSION_ADDRESSES: u8 = 2;
 
 /// The version of checkpoints in which a bucket had at most one lifecycle rule, for every key
 /// and without an id; this build still reads them.
@@ -119,7 +124,7 @@ pub fn split(lsn: u64, blob: &[u8]) -> Result<Sections<'_>, EngineError> {
     let undecodable = |reason: String| EngineError::Undecodable { what: "checkpoint", lsn, reason };
     let (&version, rest) =
         blob.split_first().ok_or_else(|| undecodable("empty checkpoint".into()))?;
-    if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_ONE_RULE {
+    if !(SNAPSHOT_VERSION_ONE_RULE..=SNAPSHOT_VERSION).contains(&version) {
         return Err(undecodable(format!("unknown checkpoint version {version}")));
     }
     let (length, rest) = rest.split_at_checked(8).ok_or_else(|| undecodable("truncated".into()))?;
@@ -145,9 +150,31 @@ fn decode_section<T: serde::de::DeserializeOwned>(
     }
 }
 
-/// Decodes the payload section.
-pub fn decode_payloads(lsn: u64, bytes: &[u8]) -> Result<Vec<PayloadEntry>, EngineError> {
-    decode_section(lsn, bytes)
+/// Decodes the payload section of a blob of `version`. From version 3 on, every payload listed
+/// is in a segment and has references (its position is the slot its parts name).
+pub fn decode_payloads(
+    lsn: u64,
+    version: u8,
+    bytes: &[u8],
+) -> Result<Vec<PayloadEntry>, EngineError> {
+    let entries: Vec<PayloadEntry> = decode_section(lsn, bytes)?;
+    if version >= SNAPSHOT_VERSION
+        && let Some(at) = entries.iter().position(|(_, location, refs)| {
+            *refs == 0 || !matches!(location, Location::Segment { .. })
+        })
+    {
+        return Err(EngineError::Undecodable {
+            what: "checkpoint",
+            lsn,
+            reason: format!("payload {at} of the list has no references or no segment"),
+        });
+    }
+    Ok(entries)
+}
+
+/// Whether the parts of a blob of `version` name their payloads by address (else by position).
+pub fn names_payloads_by_address(version: u8) -> bool {
+    version <= SNAPSHOT_VERSION_ADDRESSES
 }
 
 /// Decodes the state section of a blob of `version`: the state less its uploads through
@@ -256,7 +283,7 @@ mod tests {
             lsn += 1;
             let transition =
                 Transition { time_ms: lsn, actor: "alice".into(), op, condition: None };
-            state.apply(lsn, &transition).unwrap();
+            state.apply(lsn, &transition, None).unwrap();
         };
         for bucket in ["b", "a"] {
             apply(&mut state, Op::CreateBucket { bucket: bucket.into() });
@@ -296,9 +323,16 @@ mod tests {
         ] {
             let sections = split(7, seed).unwrap();
             assert_eq!(sections.version, SNAPSHOT_VERSION_ONE_RULE);
-            let image = decode_state(7, sections.version, sections.state).unwrap();
+            let payloads = decode_payloads(7, sections.version, sections.payloads).unwrap();
+            let handle_of: crate::state::addresses::HandleOf = Box::new(move |address| {
+                let slot = payloads.iter().position(|(a, ..)| a == address)?;
+                Some(crate::payload::PayloadHandle(u32::try_from(slot).ok()?))
+            });
+            let image = crate::state::addresses::decoding_addresses(handle_of, || {
+                decode_state(7, sections.version, sections.state)
+            })
+            .unwrap();
             assert!(!image.state.buckets.is_empty());
-            decode_payloads(7, sections.payloads).unwrap();
         }
     }
 

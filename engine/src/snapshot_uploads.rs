@@ -19,8 +19,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::model::{ObjectMeta, UploadId};
-use crate::payload::{Checksum, ContentAddress};
-use crate::state::{InlinePayload, Key, Part, PartData, PartTable, Upload};
+use crate::payload::{Checksum, ContentAddress, PayloadHandle};
+use crate::state::{InlinePayload, Key, Part, PartData, PartTable, Upload, addresses};
 
 /// Why the uploads could not be encoded.
 #[derive(Debug, thiserror::Error)]
@@ -131,9 +131,12 @@ fn encode_part(out: &mut Vec<u8>, part: &Part) -> Result<(), postcard::Error> {
     // The enum's variant index, then its field.
     match data {
         PartData::Empty => varint(out, 0),
-        PartData::Stored(address) => {
+        PartData::Stored(handle) => {
             varint(out, 1);
-            out.extend_from_slice(&address.0);
+            let position = addresses::position_of(*handle).ok_or_else(|| {
+                <postcard::Error as serde::ser::Error>::custom("a payload handle is not listed")
+            })?;
+            varint(out, u64::from(position));
         }
         PartData::Inline(inline) => {
             varint(out, 2);
@@ -319,7 +322,17 @@ fn decode_parts(reader: &mut Reader<'_>) -> Result<PartTable, DecodeError> {
         let time_ms = reader.u64("a part's time")?;
         let data = match reader.varint(32, "a part's data")? {
             0 => PartData::Empty,
-            1 => PartData::Stored(ContentAddress(reader.array("a part's address")?)),
+            1 if addresses::by_address() => {
+                let address = ContentAddress(reader.array("a part's address")?);
+                let handle = addresses::handle_of(&address)
+                    .ok_or(DecodeError::Malformed("a part's payload, absent from the payloads"))?;
+                PartData::Stored(handle)
+            }
+            1 => {
+                let position = u32::try_from(reader.varint(32, "a part's payload")?)
+                    .map_err(|_| DecodeError::Malformed("a part's payload"))?;
+                PartData::Stored(PayloadHandle(position))
+            }
             2 => PartData::Inline(Box::new(reader.postcard::<InlinePayload>("inline bytes")?)),
             _ => return Err(DecodeError::Malformed("a part's data")),
         };
@@ -338,13 +351,55 @@ mod tests {
 
     use super::*;
     use crate::model::{ChecksumSpec, ChecksumType, ObjectMeta};
-    use crate::payload::{Checksum, ChecksumAlgorithm, ContentAddress};
+    use crate::payload::{Checksum, ChecksumAlgorithm, ContentAddress, PayloadHandle};
     use crate::state::{InlinePayload, Key};
+
+    /// Handles the strategies give out are below this.
+    const SLOTS: u32 = 16;
+
+    fn slot_address(n: u32) -> ContentAddress {
+        let mut address = [0x5A; 32];
+        address[..4].copy_from_slice(&n.to_le_bytes());
+        ContentAddress(address)
+    }
+
+    /// Runs `f` with the positions of slots `0..SLOTS` at hand (each its own), to encode.
+    fn with_slots<R>(f: impl FnOnce() -> R) -> R {
+        addresses::encoding((0..SLOTS).collect(), f).0
+    }
+
+    /// Uploads whose parts name payloads by address (version 2) decode to the handles of
+    /// those addresses.
+    #[test]
+    fn addresses_of_version_2_decode_to_their_handles() {
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let mut one = upload().new_tree(&mut runner).unwrap().current();
+        let part = Part {
+            number: 1,
+            size_bytes: 3,
+            md5: [7; 16],
+            checksum: None,
+            time_ms: 9,
+            data: PartData::Stored(PayloadHandle(5)),
+        };
+        one.1.parts = PartTable::from_parts(vec![part.clone()]);
+        let mut bytes = Vec::new();
+        with_slots(|| encode(&mut bytes, 1, std::iter::once((&one.0, &one.1)))).unwrap();
+        // The part is the last thing written: its position (one byte) becomes an address.
+        assert_eq!(bytes.pop(), Some(5));
+        bytes.extend_from_slice(&slot_address(11).0);
+        let handle_of: addresses::HandleOf =
+            Box::new(|a: &ContentAddress| (*a == slot_address(11)).then_some(PayloadHandle(5)));
+        let decoded = addresses::decoding_addresses(handle_of, || decode(&bytes)).unwrap();
+        assert_eq!(decoded, vec![one.clone()]);
+        let unknown: addresses::HandleOf = Box::new(|_: &ContentAddress| None);
+        assert!(addresses::decoding_addresses(unknown, || decode(&bytes)).is_err());
+    }
 
     fn part_data() -> impl Strategy<Value = PartData> {
         prop_oneof![
             Just(PartData::Empty),
-            any::<[u8; 32]>().prop_map(|a| PartData::Stored(ContentAddress(a))),
+            (0..SLOTS).prop_map(|n| PartData::Stored(PayloadHandle(n))),
             (any::<[u8; 32]>(), proptest::collection::vec(any::<u8>(), 0..300)).prop_map(
                 |(a, bytes)| {
                     PartData::Inline(Box::new(InlinePayload {
@@ -413,9 +468,12 @@ mod tests {
         fn uploads_encode_as_postcard_encodes_them(
             uploads in proptest::collection::vec(upload(), 0..6)
         ) {
-            let mut by_hand = vec![0xAA];
-            encode(&mut by_hand, uploads.len(), uploads.iter().map(|(id, u)| (id, u))).unwrap();
-            let by_postcard = postcard::to_extend(&uploads, vec![0xAA]).unwrap();
+            let (by_hand, by_postcard) = with_slots(|| {
+                let mut by_hand = vec![0xAA];
+                encode(&mut by_hand, uploads.len(), uploads.iter().map(|(id, u)| (id, u)))
+                    .unwrap();
+                (by_hand, postcard::to_extend(&uploads, vec![0xAA]).unwrap())
+            });
             prop_assert_eq!(by_hand, by_postcard);
         }
     }
@@ -427,11 +485,14 @@ mod tests {
         fn uploads_decode_as_postcard_decodes_them(
             uploads in proptest::collection::vec(upload(), 0..6)
         ) {
-            let mut bytes = Vec::new();
-            encode(&mut bytes, uploads.len(), uploads.iter().map(|(id, u)| (id, u))).unwrap();
-            let decoded = decode(&bytes).unwrap();
+            let (decoded, by_postcard) = with_slots(|| {
+                let mut bytes = Vec::new();
+                encode(&mut bytes, uploads.len(), uploads.iter().map(|(id, u)| (id, u)))
+                    .unwrap();
+                let by_postcard: Vec<(UploadId, Upload)> = postcard::from_bytes(&bytes).unwrap();
+                (decode(&bytes).unwrap(), by_postcard)
+            });
             prop_assert_eq!(&decoded, &uploads);
-            let by_postcard: Vec<(UploadId, Upload)> = postcard::from_bytes(&bytes).unwrap();
             prop_assert_eq!(decoded, by_postcard);
         }
 
@@ -442,25 +503,31 @@ mod tests {
             uploads in proptest::collection::vec(upload(), 1..3),
             flip in any::<(usize, u8)>(),
         ) {
-            let mut bytes = Vec::new();
-            encode(&mut bytes, uploads.len(), uploads.iter().map(|(id, u)| (id, u))).unwrap();
-            for cut in 0..bytes.len() {
-                prop_assert!(decode(&bytes[..cut]).is_err(), "cut at {}", cut);
-            }
-            let mut longer = bytes.clone();
-            longer.push(0);
-            prop_assert!(decode(&longer).is_err());
-            let mut flipped = bytes;
-            let at = flip.0 % flipped.len();
-            flipped[at] ^= flip.1 | 1;
-            let _ = decode(&flipped);
+            with_slots(|| {
+                let mut bytes = Vec::new();
+                encode(&mut bytes, uploads.len(), uploads.iter().map(|(id, u)| (id, u)))
+                    .unwrap();
+                for cut in 0..bytes.len() {
+                    assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
+                }
+                let mut longer = bytes.clone();
+                longer.push(0);
+                assert!(decode(&longer).is_err());
+                let mut flipped = bytes;
+                let at = flip.0 % flipped.len();
+                flipped[at] ^= flip.1 | 1;
+                let _ = decode(&flipped);
+            });
         }
 
         /// Arbitrary bytes never panic the decoder, and it accepts no more than postcard does.
         #[test]
         fn arbitrary_bytes_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
-            if decode(&bytes).is_ok() {
-                prop_assert!(postcard::from_bytes::<Vec<(UploadId, Upload)>>(&bytes).is_ok());
+            let (by_hand, by_postcard) = with_slots(|| {
+                (decode(&bytes), postcard::from_bytes::<Vec<(UploadId, Upload)>>(&bytes))
+            });
+            if by_hand.is_ok() {
+                prop_assert!(by_postcard.is_ok());
             }
         }
     }
@@ -510,7 +577,9 @@ mod tests {
         let pairs = [one];
         for (count, listed) in [(1, 0), (0, 1), (2, 1)] {
             let mut out = Vec::new();
-            let err = encode(&mut out, count, pairs.iter().take(listed).map(|(id, u)| (id, u)));
+            let err = with_slots(|| {
+                encode(&mut out, count, pairs.iter().take(listed).map(|(id, u)| (id, u)))
+            });
             assert!(
                 matches!(err, Err(EncodeError::IndexDisagrees { listed: l, count: c }) if l == listed && c == count),
                 "{count}/{listed}: {err:?}"

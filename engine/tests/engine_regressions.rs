@@ -141,9 +141,9 @@ fn transition(time_ms: u64, op: Op) -> Transition {
 fn the_lifecycle_rule_in_force_when_an_upload_applies_dates_its_abort() {
     let mut state = State::default();
     let id = UploadId([1; 24]);
-    state.apply(1, &transition(0, Op::CreateBucket { bucket: "bkt".into() })).unwrap();
+    state.apply(1, &transition(0, Op::CreateBucket { bucket: "bkt".into() }), None).unwrap();
     let rule = Op::SetLifecycle { bucket: "bkt".into(), abort_after_days: Some(2), day_ms: 1000 };
-    state.apply(2, &transition(5, rule)).unwrap();
+    state.apply(2, &transition(5, rule), None).unwrap();
     let create = Op::CreateUpload {
         upload_id: id,
         bucket: "bkt".into(),
@@ -151,7 +151,7 @@ fn the_lifecycle_rule_in_force_when_an_upload_applies_dates_its_abort() {
         meta: ObjectMeta::default(),
         expires_ms: 1_000_000,
     };
-    state.apply(3, &transition(10, create)).unwrap();
+    state.apply(3, &transition(10, create), None).unwrap();
     assert_eq!(state.uploads[&id].abort_ms.map(std::num::NonZeroU64::get), Some(2010));
     assert_eq!(state.uploads[&id].expires_ms(), 2010);
 }
@@ -161,7 +161,7 @@ fn the_lifecycle_rule_in_force_when_an_upload_applies_dates_its_abort() {
 fn a_completion_for_another_key_is_no_such_upload_and_changes_nothing() {
     let mut state = State::default();
     let id = UploadId([2; 24]);
-    state.apply(1, &transition(0, Op::CreateBucket { bucket: "bkt".into() })).unwrap();
+    state.apply(1, &transition(0, Op::CreateBucket { bucket: "bkt".into() }), None).unwrap();
     let create = Op::CreateUpload {
         upload_id: id,
         bucket: "bkt".into(),
@@ -169,7 +169,7 @@ fn a_completion_for_another_key_is_no_such_upload_and_changes_nothing() {
         meta: ObjectMeta::default(),
         expires_ms: 1_000_000,
     };
-    state.apply(2, &transition(1, create)).unwrap();
+    state.apply(2, &transition(1, create), None).unwrap();
     let before = state.clone();
     for (bucket, key) in [("bkt", "other"), ("nope", "k")] {
         let complete = Op::Complete {
@@ -181,7 +181,7 @@ fn a_completion_for_another_key_is_no_such_upload_and_changes_nothing() {
             object_size_bytes: None,
             expected_version: None,
         };
-        let err = state.apply(3, &transition(2, complete)).unwrap_err();
+        let err = state.apply(3, &transition(2, complete), None).unwrap_err();
         assert!(matches!(err, EngineError::NoSuchUpload { .. }), "{err}");
         let mut unchanged = state.clone();
         unchanged.applied_lsn = before.applied_lsn;
@@ -193,13 +193,13 @@ fn a_completion_for_another_key_is_no_such_upload_and_changes_nothing() {
 #[test]
 fn huge_values_in_records_do_not_panic() {
     let mut state = State::default();
-    state.apply(1, &transition(u64::MAX, Op::CreateBucket { bucket: "bkt".into() })).unwrap();
+    state.apply(1, &transition(u64::MAX, Op::CreateBucket { bucket: "bkt".into() }), None).unwrap();
     let rule = Op::SetLifecycle {
         bucket: "bkt".into(),
         abort_after_days: Some(u32::MAX),
         day_ms: u64::MAX,
     };
-    state.apply(2, &transition(u64::MAX, rule)).unwrap();
+    state.apply(2, &transition(u64::MAX, rule), None).unwrap();
     let create = Op::CreateUpload {
         upload_id: UploadId([3; 24]),
         bucket: "bkt".into(),
@@ -207,7 +207,7 @@ fn huge_values_in_records_do_not_panic() {
         meta: ObjectMeta::default(),
         expires_ms: u64::MAX,
     };
-    state.apply(3, &transition(u64::MAX, create)).unwrap();
+    state.apply(3, &transition(u64::MAX, create), None).unwrap();
     assert_eq!(
         state.uploads[&UploadId([3; 24])].abort_ms.map(std::num::NonZeroU64::get),
         Some(u64::MAX)
@@ -241,7 +241,7 @@ fn inline_bytes_move_onto_an_unchecked_stored_copy_after_a_restart() {
 #[test]
 fn restoring_uploads_out_of_order_fails() {
     let mut state = State::default();
-    state.apply(1, &transition(0, Op::CreateBucket { bucket: "bkt".into() })).unwrap();
+    state.apply(1, &transition(0, Op::CreateBucket { bucket: "bkt".into() }), None).unwrap();
     for (n, key) in ["b", "a"].iter().enumerate() {
         let create = Op::CreateUpload {
             upload_id: UploadId([n as u8 + 1; 24]),
@@ -250,7 +250,7 @@ fn restoring_uploads_out_of_order_fails() {
             meta: ObjectMeta::default(),
             expires_ms: 1_000_000,
         };
-        state.apply(2 + n as u64, &transition(1, create)).unwrap();
+        state.apply(2 + n as u64, &transition(1, create), None).unwrap();
     }
     let in_order: Vec<_> = state.uploads_in_order().map(|(id, u)| (*id, u.clone())).collect();
     let mut fresh = state.clone();

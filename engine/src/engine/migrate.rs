@@ -157,7 +157,8 @@ impl Engine {
         // Points parts at their stored copies; true if one was inline when looked at above and
         // stays so (a part made inline since was noted by its own transition, for the next move).
         let mut convert = |table: &mut PartTable| -> bool {
-            for address in table.store_inline(|address| pending_of.contains_key(address)) {
+            let handle_of = |address: &ContentAddress| pending_of.get(address)?.handle();
+            for address in table.store_inline(handle_of) {
                 *references.entry(address).or_default() += 1;
             }
             table.inline_payloads().any(|(address, ..)| inline.contains_key(&address))

@@ -32,7 +32,7 @@ use crate::lock::DirLock;
 use crate::model::{AbortReason, UploadId};
 use crate::payload::{CompactReport, Location, PayloadStore, Pending};
 use crate::record::{self, MoveRecord, Op, Transition};
-use crate::state::{Effect, Outcome, State};
+use crate::state::{Effect, Outcome, State, addresses};
 use crate::{events, history, snapshot};
 use tessera_journal::{Journal, JournalOpenReport};
 
@@ -355,7 +355,8 @@ impl Engine {
             };
             let Some(Queued { lsn, transition, pending }) = next else { break };
             let subject = events::subject(&core.state, &transition);
-            let result = core.state.apply(lsn, &transition);
+            let own = pending.as_ref().and_then(Pending::handle);
+            let result = core.state.apply(lsn, &transition, own);
             let result = result.map(|applied| {
                 self.run_effects(&applied.effects, pending);
                 applied.outcome
@@ -383,8 +384,8 @@ impl Engine {
                     }
                     Ok(())
                 }
-                Effect::AddRef(address) => self.payload.add_ref(address),
-                Effect::Release(address) => self.payload.release(address),
+                Effect::AddRef(handle) => self.payload.add_ref_at(*handle),
+                Effect::Release(handle) => self.payload.release_at(*handle),
                 Effect::Move(_) => Ok(()),
             };
             if let Err(e) = result {
@@ -505,6 +506,7 @@ impl Engine {
         // time's: filling them then takes no page faults (a third of the time otherwise).
         let last = self.checkpoint_sizes.lock().clone();
         let mut payloads = resident(last.payloads + last.payloads / 8, snapshot::NO_PAYLOAD);
+        let mut positions = resident(last.payloads + last.payloads / 8, addresses::UNLISTED);
         let state_section = resident(last.state_bytes + last.state_bytes / 8, 0u8);
         let (lsn, state_section, mut payloads, state_locked) = {
             let core = self.core.read();
@@ -512,16 +514,29 @@ impl Engine {
             let lsn = core.state.applied_lsn;
             // The payload snapshot is taken under the state's read lock: no transition applies
             // meanwhile, so its references are exactly those of the state at `lsn` (moves
-            // recorded after `lsn` may show; replay re-applies them as no-ops).
-            self.payload.references_into(&mut payloads);
-            let state_section = snapshot::encode_state(&core.state, state_section)?;
+            // recorded after `lsn` may show; replay re-applies them as no-ops). It is taken
+            // slot by slot: the state's parts name their payloads by their positions among
+            // the slots with references.
+            self.payload.slots_into(&mut payloads);
+            let mut listed = 0;
+            positions.extend(payloads.iter().map(|(_, _, refs)| {
+                if *refs == 0 {
+                    return addresses::UNLISTED;
+                }
+                listed += 1;
+                listed - 1
+            }));
+            let (state_section, _) = addresses::encoding(positions, || {
+                snapshot::encode_state(&core.state, state_section)
+            });
+            let state_section = state_section?;
             *self.checkpoint_sizes.lock() =
                 CheckpointSizes { payloads: payloads.len(), state_bytes: state_section.len() };
             (lsn, state_section, payloads, locked_at.elapsed())
         };
-        // The payload section is sorted and encoded after the lock is released: writers wait
-        // only for the state's part. Addresses are distinct, so any sort gives one order.
-        payloads.sort_unstable_by_key(|e| e.0);
+        // The payload section is encoded after the lock is released: writers wait only for the
+        // state's part. Those listed keep their slot order, which gave their positions.
+        payloads.retain(|e| e.2 > 0);
         let blob = snapshot::encode(lsn, &payloads, &state_section)?;
         let encode = started.elapsed() - migrate;
         // The history up to `lsn` is durable before the checkpoint exists: so the log segments

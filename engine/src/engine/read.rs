@@ -73,9 +73,11 @@ impl Engine {
         let (reader, unchecked) = match data {
             PartData::Empty => (PayloadReader::inline(Arc::from(&[][..])), None),
             PartData::Inline(inline) => (PayloadReader::inline(Arc::clone(&inline.bytes)), None),
-            PartData::Stored(address) => {
-                let (reader, checked) = self.payload.reader_unchecked(address)?;
-                (reader, (!checked).then_some(*address))
+            PartData::Stored(handle) => {
+                // The caller holds the state: the part's reference keeps the handle valid.
+                let address = self.payload.address(*handle)?;
+                let (reader, checked) = self.payload.reader_unchecked(&address)?;
+                (reader, (!checked).then_some(address))
             }
         };
         Ok(Piece { reader, unchecked, range })

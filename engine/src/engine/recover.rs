@@ -17,9 +17,9 @@ use crate::engine::{
 use crate::error::EngineError;
 use crate::events;
 use crate::lock::DirLock;
-use crate::payload::{Location, PayloadStore};
-use crate::record::{self, Op, PayloadRecord, Transition};
-use crate::state::{Effect, State};
+use crate::payload::{Location, PayloadHandle, PayloadStore};
+use crate::record::{self, Op, PartRecord, PayloadRecord, Transition};
+use crate::state::{Effect, State, addresses};
 use crate::{record::MoveRecord, snapshot};
 use tessera_journal::{Journal, JournalOpenReport};
 
@@ -40,36 +40,7 @@ impl Engine {
             Some(checkpoint) => {
                 let lsn = checkpoint.lsn.0;
                 let sections = snapshot::split(lsn, &checkpoint.blob)?;
-                // The two sections load on two threads: the payload index and the state are
-                // independent until replay.
-                let (payloads, image) = std::thread::scope(|scope| {
-                    let payloads = scope.spawn(|| {
-                        snapshot::decode_payloads(lsn, sections.payloads)
-                            .and_then(|entries| Ok(payload.restore_entries(&entries)?))
-                    });
-                    let image = snapshot::decode_state(lsn, sections.version, sections.state)
-                        .and_then(|image| {
-                            let mut state = image.state;
-                            state.restore(image.uploads).map_err(|reason| {
-                                EngineError::Undecodable {
-                                    what: "checkpoint",
-                                    lsn,
-                                    reason: reason.to_owned(),
-                                }
-                            })?;
-                            Ok(state)
-                        });
-                    let payloads = payloads.join().unwrap_or_else(|_| {
-                        Err(EngineError::Undecodable {
-                            what: "checkpoint",
-                            lsn,
-                            reason: "the payload section's loader panicked".to_owned(),
-                        })
-                    });
-                    (payloads, image)
-                });
-                payloads?;
-                (image?, lsn, sections.state.len())
+                (load_checkpoint(&payload, lsn, sections)?, lsn, sections.state.len())
             }
             None => (State::default(), 0, 0),
         };
@@ -85,14 +56,18 @@ impl Engine {
             let lsn = record.lsn.0;
             let transition = record::decode(lsn, &record.bytes)?;
             let subject = (lsn > journal_covered).then(|| events::subject(&state, &transition));
-            let result = state.apply(lsn, &transition).map(|applied| {
-                let effects = recover_effects(&payload, &transition, &applied.effects);
-                effects.map(|()| applied.outcome)
-            });
-            let result = match result {
-                Ok(Err(e)) => return Err(e),
-                Ok(Ok(outcome)) => Ok(outcome),
-                Err(e) => Err(e),
+            let own = hold_own(&payload, &transition)?;
+            let result = match state.apply(lsn, &transition, own) {
+                Ok(applied) => {
+                    recover_effects(&payload, &transition, &applied.effects, own)?;
+                    Ok(applied.outcome)
+                }
+                Err(e) => {
+                    if let Some(own) = own {
+                        payload.recover_drop(own)?;
+                    }
+                    Err(e)
+                }
             };
             if let Some(subject) = subject {
                 let event = events::event(lsn, &transition, subject, &result);
@@ -206,44 +181,198 @@ fn blame_cut_tail(e: EngineError, torn: Option<&tessera_wal::TornTail>) -> Engin
     }
 }
 
+/// Loads a checkpoint's payload list into the (empty) payload index and returns its state.
+/// Since version 3 the parts name their payloads by position in the list, so the two sections
+/// load on two threads; before, by address, so the list loads first. Either way the references
+/// the parts hold must be those the list records.
+fn load_checkpoint(
+    payload: &PayloadStore,
+    lsn: u64,
+    sections: snapshot::Sections<'_>,
+) -> Result<State, EngineError> {
+    let undecodable = |reason: String| EngineError::Undecodable { what: "checkpoint", lsn, reason };
+    let load_payloads = || -> Result<(), EngineError> {
+        let entries = snapshot::decode_payloads(lsn, sections.version, sections.payloads)?;
+        if snapshot::names_payloads_by_address(sections.version) {
+            payload.restore_entries(&entries)?;
+        } else {
+            payload.restore_listed(&entries).map_err(|e| undecodable(e.to_string()))?;
+        }
+        Ok(())
+    };
+    let load_state = || -> Result<State, EngineError> {
+        let image = snapshot::decode_state(lsn, sections.version, sections.state)?;
+        let mut state = image.state;
+        state.restore(image.uploads).map_err(|reason| undecodable(reason.to_owned()))?;
+        Ok(state)
+    };
+    let state = if snapshot::names_payloads_by_address(sections.version) {
+        load_payloads()?;
+        let index = payload.clone();
+        let handle_of: addresses::HandleOf = Box::new(move |a| index.handle(a));
+        addresses::decoding_addresses(handle_of, load_state)?
+    } else {
+        let (payloads, state) = std::thread::scope(|scope| {
+            let payloads = scope.spawn(load_payloads);
+            let state = load_state();
+            let payloads = payloads.join().unwrap_or_else(|_| {
+                Err(undecodable("the payload section's loader panicked".to_owned()))
+            });
+            (payloads, state)
+        });
+        payloads?;
+        state?
+    };
+    payload
+        .check_references(&state.references_per_payload())
+        .map_err(|e| undecodable(e.to_string()))?;
+    Ok(state)
+}
+
 fn segment_location(at: (crate::payload::SegmentId, u64), len: u64) -> Location {
     Location::Segment { segment: at.0, offset: at.1, len }
 }
 
-/// Replays a transition's payload effects into the store, as the live path made them.
+/// The part a transition stores with its own payload, if any.
+fn own_part(transition: &Transition) -> Option<&PartRecord> {
+    match &transition.op {
+        Op::PutPart { part, .. } | Op::PutObject { part, .. } => Some(part),
+        _ => None,
+    }
+}
+
+/// Holds a reference on a transition's own stored payload before it is applied, as its ingest
+/// held one live: the state needs the payload's handle. `recover_effects` keeps it, or the
+/// caller drops it if the transition does not apply.
+fn hold_own(
+    payload: &PayloadStore,
+    transition: &Transition,
+) -> Result<Option<PayloadHandle>, EngineError> {
+    let Some(part) = own_part(transition) else { return Ok(None) };
+    let PayloadRecord::Stored { address, segment, offset, .. } = part.payload else {
+        return Ok(None);
+    };
+    let at = segment_location((segment, offset), part.size_bytes);
+    Ok(payload.recover_hold(address, &at)?)
+}
+
+/// Replays a transition's payload effects into the store, as the live path made them; `own` is
+/// the reference `hold_own` held, kept here or given back.
 fn recover_effects(
     payload: &PayloadStore,
     transition: &Transition,
     effects: &[Effect],
+    own: Option<PayloadHandle>,
 ) -> Result<(), EngineError> {
+    let mut own = own;
     for effect in effects {
         match effect {
             Effect::KeepOwn => {
-                let part = match &transition.op {
-                    Op::PutPart { part, .. } | Op::PutObject { part, .. } => part,
-                    _ => continue,
-                };
-                if let PayloadRecord::Stored { address, segment, offset, healed_from } =
-                    &part.payload
+                let Some(handle) = own.take() else { continue };
+                if let Some(part) = own_part(transition)
+                    && let PayloadRecord::Stored { address, segment, offset, healed_from } =
+                        part.payload
+                    && let Some(from) = healed_from
                 {
-                    let to = segment_location((*segment, *offset), part.size_bytes);
-                    if let Some(from) = healed_from {
-                        payload.recover_move(
-                            address,
-                            &segment_location(*from, part.size_bytes),
-                            &to,
-                        )?;
-                    }
-                    payload.recover_ref(*address, &to)?;
+                    let to = segment_location((segment, offset), part.size_bytes);
+                    let from = segment_location(from, part.size_bytes);
+                    payload.recover_move(&address, &from, &to)?;
                 }
+                payload.recover_keep(handle)?;
             }
-            Effect::AddRef(address) => payload.recover_ref(*address, &Location::Empty)?,
-            Effect::Release(address) => payload.recover_release(address)?,
+            Effect::AddRef(handle) => payload.recover_ref_at(*handle)?,
+            Effect::Release(handle) => payload.recover_release_at(*handle)?,
             Effect::Move(MoveRecord { address, len, from, to }) => {
                 let from = segment_location(*from, *len);
                 payload.recover_move(address, &from, &segment_location(*to, *len))?;
             }
         }
     }
+    if let Some(handle) = own {
+        // Applied without keeping its payload.
+        payload.recover_drop(handle)?;
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use tessera_wal::SimFs;
+
+    use super::*;
+    use crate::payload::{ContentAddress, PayloadOptions};
+
+    fn store() -> PayloadStore {
+        let fs = SimFs::new(1).shared();
+        PayloadStore::open(fs, "/p", PayloadOptions::default()).unwrap()
+    }
+
+    /// The addresses of the parts of `parts`, in order.
+    fn addresses(payload: &PayloadStore, parts: &crate::state::PartTable) -> Vec<ContentAddress> {
+        parts.stored().map(|h| payload.address(h).unwrap()).collect()
+    }
+
+    /// A checkpoint of version 2 (a build before version 3 wrote it, kept in
+    /// `engine/fixtures/`: see `write_version_2_fixture` there) names payloads by address:
+    /// each part gets the handle of its address, and the counts agree.
+    #[test]
+    fn a_version_2_checkpoint_loads_its_parts_by_address() {
+        let blob = include_bytes!("../../fixtures/checkpoint-v2.bin");
+        let sections = snapshot::split(11, blob).unwrap();
+        assert_eq!(sections.version, snapshot::SNAPSHOT_VERSION_ADDRESSES);
+        let payload = store();
+        let state = load_checkpoint(&payload, 11, sections).unwrap();
+        let a = |n: u8| ContentAddress([n; 32]);
+        for key in ["done", "copy"] {
+            let object = state.object("bkt", key).unwrap();
+            assert_eq!(addresses(&payload, &object.parts), [a(1), a(2)], "{key}");
+        }
+        let (_, open) = state.uploads.iter().next().unwrap();
+        assert_eq!(open.key.0.as_str(), "open");
+        assert_eq!(addresses(&payload, &open.parts), [a(1), a(2), a(3)]);
+        assert_eq!(state.references_per_payload().iter().sum::<u32>(), 7);
+    }
+
+    /// A version 3 checkpoint whose list of payloads records other counts than its parts hold
+    /// fails to load, naming the payload.
+    #[test]
+    fn counts_that_disagree_with_the_parts_fail_the_load() {
+        let blob = include_bytes!("../../fixtures/checkpoint-v2.bin");
+        let sections = snapshot::split(11, blob).unwrap();
+        let payload = store();
+        let state = load_checkpoint(&payload, 11, sections).unwrap();
+        // Re-encode as version 3, once as is and once with a count changed.
+        let mut slots = Vec::new();
+        payload.slots_into(&mut slots);
+        let positions: Vec<u32> = (0..u32::try_from(slots.len()).unwrap()).collect();
+        let (section, _) =
+            addresses::encoding(positions, || snapshot::encode_state(&state, Vec::new()));
+        let section = section.unwrap();
+        for (bump, loads) in [(0, true), (1, false)] {
+            let mut listed = slots.clone();
+            listed[1].2 += bump;
+            let blob = snapshot::encode(11, &listed, &section).unwrap();
+            let sections = snapshot::split(11, &blob).unwrap();
+            assert_eq!(sections.version, snapshot::SNAPSHOT_VERSION);
+            let fresh = store();
+            let loaded = load_checkpoint(&fresh, 11, sections);
+            match loaded {
+                Ok(again) => {
+                    assert!(loads);
+                    assert_eq!(again, state);
+                    for handle in 0..3 {
+                        let handle = crate::payload::PayloadHandle(handle);
+                        assert_eq!(
+                            fresh.address(handle).unwrap(),
+                            payload.address(handle).unwrap()
+                        );
+                    }
+                }
+                Err(e) => {
+                    assert!(!loads, "{e}");
+                    assert!(e.to_string().contains("payload handle 1"), "{e}");
+                }
+            }
+        }
+    }
 }

@@ -76,6 +76,33 @@ pub enum PayloadError {
         /// The address asked for.
         address: ContentAddress,
     },
+    /// A handle names no live payload: a part's reference was given back while the part
+    /// still held it (a bug; the handle's slot may since hold another payload).
+    #[error("payload handle {handle} names no live payload")]
+    UnknownHandle {
+        /// The slot asked for.
+        handle: u32,
+    },
+    /// A checkpoint's list of payloads cannot be loaded as it is.
+    #[error("the checkpoint's list of payloads is invalid: {reason}")]
+    InvalidListing {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A checkpoint's parts hold another number of references on a payload than the
+    /// checkpoint records.
+    #[error(
+        "payload handle {handle}: the checkpoint's parts hold {counted} references, its list \
+         of payloads {recorded}"
+    )]
+    ReferencesDisagree {
+        /// The payload's slot.
+        handle: u32,
+        /// References the parts hold.
+        counted: u32,
+        /// References the list records.
+        recorded: u32,
+    },
     /// A reference names a segment that does not exist.
     #[error(
         "payload {address} is referenced in segment {segment} ({}), which does not exist",

@@ -16,7 +16,7 @@ use crate::payload::error::PayloadError;
 use crate::payload::format::{self, ENTRY_HEADER_BYTES};
 use crate::payload::read::verify_entry;
 use crate::payload::segments::Claim;
-use crate::payload::{Entry, INGEST_CHUNK_BYTES, Inner, PayloadStore};
+use crate::payload::{Entry, INGEST_CHUNK_BYTES, Inner, PayloadHandle, PayloadStore};
 
 /// What an ingest learned: where the payload is and what it hashes to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +60,14 @@ impl Pending {
     /// What the ingest learned.
     pub fn receipt(&self) -> &Receipt {
         &self.receipt
+    }
+
+    /// The handle of the payload it holds a reference on; `None` for the empty payload.
+    pub fn handle(&self) -> Option<PayloadHandle> {
+        if self.receipt.location.is_empty() {
+            return None;
+        }
+        self.store.state.lock().entries.handle(&self.receipt.address)
     }
 
     /// Keeps the reference: the record that references the payload is durable.

@@ -36,6 +36,7 @@ mod read;
 mod recovery;
 mod scan;
 mod segments;
+mod slots;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -60,6 +61,8 @@ pub use self::ingest::{IngestWriter, Pending, Receipt};
 pub use self::read::{PayloadReader, VerifyReport};
 pub use self::recovery::RecoveryReport;
 pub use self::scan::{ScannedEntry, SegmentScan, scan_segment};
+pub use self::slots::PayloadHandle;
+use self::slots::SlotMap;
 
 /// Default size at which a payload segment stops taking new entries.
 pub const PAYLOAD_SEGMENT_BYTES_DEFAULT: u64 = 256 << 20;
@@ -128,7 +131,7 @@ struct Inner {
 /// The index and the segments, behind one mutex (held briefly; never across I/O).
 #[derive(Debug, Default)]
 struct State {
-    entries: DenseMap<ContentAddress, Entry>,
+    entries: SlotMap<ContentAddress, Entry>,
     segments: BTreeMap<SegmentId, Segment>,
     /// Active segments no ingest holds now.
     idle: Vec<SegmentId>,
@@ -139,7 +142,7 @@ struct State {
 
 /// A live payload: one with committed or pending references. 32 bytes, three per upload of
 /// three parts (memory per upload is a benchmark figure): the counts take 32 bits each.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 struct Entry {
     /// The segment's id: at most `SEGMENT_ID_MAX`.
     segment_id: u32,
@@ -317,6 +320,33 @@ impl PayloadStore {
             .ok_or(PayloadError::UnknownAddress { address: *address })
     }
 
+    /// The handle of a live payload (one holding a reference, committed or pending): valid for
+    /// as long as a reference is held.
+    pub fn handle(&self, address: &ContentAddress) -> Option<PayloadHandle> {
+        self.inner.state.lock().entries.handle(address)
+    }
+
+    /// The address of the live payload `handle` names.
+    pub fn address(&self, handle: PayloadHandle) -> Result<ContentAddress, PayloadError> {
+        let state = self.inner.state.lock();
+        state.entries.at(handle).map(|(address, _)| *address).ok_or(unknown(handle))
+    }
+
+    /// [`PayloadStore::add_ref`] by handle.
+    pub fn add_ref_at(&self, handle: PayloadHandle) -> Result<(), PayloadError> {
+        let mut state = self.inner.state.lock();
+        let (_, entry) = state.entries.at_mut(handle).ok_or(unknown(handle))?;
+        entry.add_ref();
+        Ok(())
+    }
+
+    /// [`PayloadStore::release`] by handle.
+    pub fn release_at(&self, handle: PayloadHandle) -> Result<(), PayloadError> {
+        let mut state = self.inner.state.lock();
+        let address = state.entries.at(handle).map(|(a, _)| *a).ok_or(unknown(handle))?;
+        state.release(&address).then_some(()).ok_or(unknown(handle))
+    }
+
     /// Where a live payload is, and how many committed references it has.
     pub fn lookup(&self, address: &ContentAddress) -> Option<(Location, u64)> {
         if *address == ContentAddress::of_empty() {
@@ -331,19 +361,25 @@ impl PayloadStore {
     /// record).
     pub fn snapshot(&self) -> Vec<(ContentAddress, Location, u64)> {
         let mut entries = Vec::new();
-        self.references_into(&mut entries);
+        self.slots_into(&mut entries);
+        entries.retain(|e| e.2 > 0);
         entries.sort_unstable_by_key(|e| e.0);
         entries
     }
 
-    /// What [`PayloadStore::snapshot`] gives, in no particular order, appended to `entries`:
+    /// Every slot of the index, in slot order (a payload's handle is its position), appended
+    /// to `entries`: its payload's address, location and committed references, with 0
+    /// references for a slot that is vacant (its address stale) or held by pending references
+    /// only. What [`PayloadStore::snapshot`] gives, once those are left out and the rest sorted:
     /// a copy quick enough to take while commits wait (into a buffer whose pages are already
     /// resident), sorted after they go on.
-    pub fn references_into(&self, entries: &mut Vec<(ContentAddress, Location, u64)>) {
+    pub fn slots_into(&self, entries: &mut Vec<(ContentAddress, Location, u64)>) {
         let state = self.inner.state.lock();
-        entries.reserve(state.entries.len());
-        let live = state.entries.iter().filter(|(_, e)| e.refs > 0);
-        entries.extend(live.map(|(a, e)| (*a, e.location(), u64::from(e.refs))));
+        entries.reserve(state.entries.slot_count());
+        entries.extend(state.entries.all_slots().map(|(address, entry)| match entry {
+            Some(e) if e.refs > 0 => (*address, e.location(), u64::from(e.refs)),
+            _ => (*address, Location::Empty, 0),
+        }));
     }
 
     /// The space the store takes.
@@ -356,6 +392,10 @@ impl PayloadStore {
             payloads: state.entries.len() as u64,
         }
     }
+}
+
+fn unknown(handle: PayloadHandle) -> PayloadError {
+    PayloadError::UnknownHandle { handle: handle.get() }
 }
 
 impl State {
@@ -396,10 +436,11 @@ impl State {
     }
 
     fn forget_if_dead(&mut self, address: &ContentAddress) {
-        if self.entries.get(address).is_some_and(Entry::is_live) {
+        let Some(&entry) = self.entries.get(address) else { return };
+        if entry.is_live() {
             return;
         }
-        let Some(entry) = self.entries.remove(address) else { return };
+        self.entries.remove(address);
         // While recovering, live bytes are counted once replay is over.
         if !self.recovering
             && let Some(segment) = self.segments.get_mut(&entry.segment())

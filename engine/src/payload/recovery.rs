@@ -17,8 +17,8 @@ use crate::payload::error::{PayloadCorruption, PayloadError};
 use crate::payload::format::{self, PAYLOAD_SEGMENT_HEADER_BYTES};
 use crate::payload::segments::check_segment_file;
 use crate::payload::{
-    DenseMap, Entry, Inner, PayloadOptions, PayloadStore, SEGMENT_ID_MAX, SEGMENT_OFFSET_MAX,
-    Segment, State,
+    Entry, Inner, PayloadHandle, PayloadOptions, PayloadStore, SEGMENT_ID_MAX, SEGMENT_OFFSET_MAX,
+    Segment, SlotMap, State, unknown,
 };
 
 /// What `finish_recovery` did.
@@ -108,7 +108,58 @@ impl PayloadStore {
                 }
             }
         }
-        state.entries = DenseMap::from_distinct_pairs(pairs);
+        state.entries = SlotMap::from_distinct_pairs(pairs);
+        Ok(())
+    }
+
+    /// Recovery: the live payloads of a checkpoint that lists them in slot order, into an
+    /// empty index: each takes the slot of its position, which is how the checkpoint's parts
+    /// name it. Each must be in a segment, with references, and listed once.
+    pub fn restore_listed(
+        &self,
+        entries: &[(ContentAddress, Location, u64)],
+    ) -> Result<(), PayloadError> {
+        let mut state = self.inner.state.lock();
+        state.check_recovering()?;
+        if !state.entries.is_empty() {
+            return Err(PayloadError::InvalidListing { reason: "the index is not empty" });
+        }
+        let mut pairs = Vec::with_capacity(entries.len());
+        for (address, location, refs) in entries {
+            let Location::Segment { segment, offset, len } = *location else {
+                return Err(PayloadError::InvalidListing { reason: "a payload in no segment" });
+            };
+            if *refs == 0 {
+                return Err(PayloadError::InvalidListing { reason: "a payload with no reference" });
+            }
+            check_location(address, location)?;
+            state.note_segment(segment);
+            let entry = Entry::new(segment, offset, len, reference_count(address, *refs)?, 0);
+            pairs.push((*address, entry));
+        }
+        state.entries = SlotMap::from_pairs_checked(pairs)
+            .ok_or(PayloadError::InvalidListing { reason: "a payload listed twice" })?;
+        Ok(())
+    }
+
+    /// Recovery: checks that each live payload has as many committed references as `counts`
+    /// gives its handle (what the parts of a loaded checkpoint hold), and no other handle
+    /// has any.
+    pub fn check_references(&self, counts: &[u32]) -> Result<(), PayloadError> {
+        let state = self.inner.state.lock();
+        let slots = state.entries.slot_count().max(counts.len());
+        for slot in 0..slots {
+            let handle = PayloadHandle(u32::try_from(slot).unwrap_or(u32::MAX));
+            let counted = counts.get(slot).copied().unwrap_or(0);
+            let recorded = state.entries.at(handle).map_or(0, |(_, e)| e.refs);
+            if counted != recorded {
+                return Err(PayloadError::ReferencesDisagree {
+                    handle: handle.get(),
+                    counted,
+                    recorded,
+                });
+            }
+        }
         Ok(())
     }
 
@@ -120,6 +171,66 @@ impl PayloadStore {
         location: &Location,
     ) -> Result<(), PayloadError> {
         self.inner.state.lock().recover_ref(address, location, 1)
+    }
+
+    /// Recovery: a committed record whose own payload is at `location` (where its ingest put
+    /// it; if the payload is live already, where it is now stands), before the record is
+    /// applied. Holds a pending reference, which [`PayloadStore::recover_keep`] commits if the
+    /// record applies and [`PayloadStore::recover_drop`] gives back if not. `None` if the
+    /// location is no segment's.
+    pub fn recover_hold(
+        &self,
+        address: ContentAddress,
+        location: &Location,
+    ) -> Result<Option<PayloadHandle>, PayloadError> {
+        let mut state = self.inner.state.lock();
+        state.check_recovering()?;
+        if let Some(handle) = state.entries.handle(&address)
+            && let Some((_, entry)) = state.entries.at_mut(handle)
+        {
+            entry.add_pending();
+            return Ok(Some(handle));
+        }
+        let Location::Segment { segment, offset, len } = *location else { return Ok(None) };
+        check_location(&address, location)?;
+        state.note_segment(segment);
+        Ok(Some(state.entries.insert(address, Entry::new(segment, offset, len, 0, 1))))
+    }
+
+    /// Recovery: the record that [`PayloadStore::recover_hold`] held `handle` for applied.
+    pub fn recover_keep(&self, handle: PayloadHandle) -> Result<(), PayloadError> {
+        let mut state = self.inner.state.lock();
+        state.check_recovering()?;
+        let address = state.entries.at(handle).map(|(a, _)| *a).ok_or(unknown(handle))?;
+        state.commit_pending(&address);
+        Ok(())
+    }
+
+    /// Recovery: the record that [`PayloadStore::recover_hold`] held `handle` for did not apply.
+    pub fn recover_drop(&self, handle: PayloadHandle) -> Result<(), PayloadError> {
+        let mut state = self.inner.state.lock();
+        state.check_recovering()?;
+        let address = state.entries.at(handle).map(|(a, _)| *a).ok_or(unknown(handle))?;
+        state.release_pending(&address);
+        Ok(())
+    }
+
+    /// Recovery: a committed record that takes one more reference on a live payload.
+    pub fn recover_ref_at(&self, handle: PayloadHandle) -> Result<(), PayloadError> {
+        let mut state = self.inner.state.lock();
+        state.check_recovering()?;
+        let (address, entry) = state.entries.at_mut(handle).ok_or(unknown(handle))?;
+        entry.refs = reference_count(address, u64::from(entry.refs).saturating_add(1))?;
+        Ok(())
+    }
+
+    /// Recovery: a committed record that gives a reference back, by handle.
+    pub fn recover_release_at(&self, handle: PayloadHandle) -> Result<(), PayloadError> {
+        let mut state = self.inner.state.lock();
+        state.check_recovering()?;
+        let address = state.entries.at(handle).map(|(a, _)| *a).ok_or(unknown(handle))?;
+        state.release(&address);
+        Ok(())
     }
 
     /// Recovery: a committed record that gives a reference back.

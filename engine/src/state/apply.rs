@@ -10,7 +10,7 @@ use crate::model::{
     AbortReason, AbortRule, BucketInfo, ChecksumType, Etag, ObjectChecksum, ObjectInfo, ObjectMeta,
     PartInfo, UploadId, UploadInfo, WriteCondition,
 };
-use crate::payload::{Checksum, ChecksumAlgorithm, ContentAddress};
+use crate::payload::{Checksum, ChecksumAlgorithm, PayloadHandle};
 use crate::record::{CompletePart, MoveRecord, Op, PartRecord, PayloadRecord, Transition};
 use crate::state::{Bucket, InlinePayload, Key, Object, Part, PartData, PartTable, State, Upload};
 
@@ -54,9 +54,9 @@ pub enum Effect {
     /// reference; recovery: count it).
     KeepOwn,
     /// Take one more reference on a stored payload (a copy).
-    AddRef(ContentAddress),
+    AddRef(PayloadHandle),
     /// Give one back (a replaced part or object, an abort, a deletion).
-    Release(ContentAddress),
+    Release(PayloadHandle),
     /// A payload moved (recovery only: live, the store moved it when it was recorded).
     Move(MoveRecord),
 }
@@ -100,30 +100,41 @@ fn check_version(upload: &Upload, expected: Option<u64>) -> Result<(), EngineErr
     }
 }
 
-fn part_data(payload: &PayloadRecord) -> PartData {
-    match payload {
+/// The part's data: `own` is the handle of the record's stored payload, which the caller holds
+/// a reference on (live: its ingest's; recovery: one held for the record).
+fn part_data(payload: &PayloadRecord, own: Option<PayloadHandle>) -> Result<PartData, EngineError> {
+    Ok(match payload {
         PayloadRecord::Empty => PartData::Empty,
-        PayloadRecord::Stored { address, .. } => PartData::Stored(*address),
+        PayloadRecord::Stored { address, .. } => {
+            PartData::Stored(own.ok_or_else(|| EngineError::InvalidRequest {
+                reason: format!("payload {address} is stored, but no reference is held on it"),
+            })?)
+        }
         PayloadRecord::Inline { address, bytes } => PartData::Inline(Box::new(InlinePayload {
             address: *address,
             bytes: Arc::clone(bytes),
         })),
-    }
+    })
 }
 
-fn part_from_record(number: u16, record: &PartRecord, time_ms: u64) -> Part {
-    Part {
+fn part_from_record(
+    number: u16,
+    record: &PartRecord,
+    time_ms: u64,
+    own: Option<PayloadHandle>,
+) -> Result<Part, EngineError> {
+    Ok(Part {
         number,
         size_bytes: record.size_bytes,
         md5: record.md5,
         checksum: record.checksum.clone().map(Box::new),
         time_ms,
-        data: part_data(&record.payload),
-    }
+        data: part_data(&record.payload, own)?,
+    })
 }
 
 fn release_parts<'a>(parts: impl IntoIterator<Item = &'a Part>, effects: &mut Vec<Effect>) {
-    effects.extend(parts.into_iter().filter_map(|p| p.data.stored()).map(|a| Effect::Release(*a)));
+    effects.extend(parts.into_iter().filter_map(|p| p.data.stored()).map(Effect::Release));
 }
 
 fn release_table(parts: &PartTable, effects: &mut Vec<Effect>) {
@@ -168,8 +179,15 @@ pub fn composite_checksum(algorithm: ChecksumAlgorithm, part_values: &[&[u8]]) -
 
 impl State {
     /// Applies a transition recorded at `lsn`. `Err` is the transition's outcome (a rule it
-    /// broke given the state it met); the state is then unchanged.
-    pub fn apply(&mut self, lsn: u64, transition: &Transition) -> Result<Applied, EngineError> {
+    /// broke given the state it met); the state is then unchanged. `own` is the handle of the
+    /// transition's own stored payload (a part's or an object's), on which the caller holds a
+    /// reference that `Effect::KeepOwn` keeps.
+    pub fn apply(
+        &mut self,
+        lsn: u64,
+        transition: &Transition,
+        own: Option<PayloadHandle>,
+    ) -> Result<Applied, EngineError> {
         self.applied_lsn = self.applied_lsn.max(lsn);
         let time_ms = transition.time_ms;
         if let Some(condition) = &transition.condition {
@@ -196,7 +214,7 @@ impl State {
             }
             Op::PutPart { upload_id, part_number, part, expires_ms, expected_version } => {
                 let number = self::part_number(*part_number)?;
-                let new = part_from_record(number, part, time_ms);
+                let new = part_from_record(number, part, time_ms, own)?;
                 let own = matches!(part.payload, PayloadRecord::Stored { .. });
                 self.put_part(*upload_id, new, own, *expires_ms, *expected_version)
             }
@@ -222,8 +240,8 @@ impl State {
                 let new = Part { number, time_ms, ..from.clone() };
                 let mut applied =
                     self.put_part(*upload_id, new, false, *expires_ms, *expected_version)?;
-                if let Some(address) = from.data.stored() {
-                    applied.effects.insert(0, Effect::AddRef(*address));
+                if let Some(handle) = from.data.stored() {
+                    applied.effects.insert(0, Effect::AddRef(handle));
                 }
                 Ok(applied)
             }
@@ -252,7 +270,7 @@ impl State {
                 self.abort(*upload_id, *reason, *expected_version, time_ms)
             }
             Op::PutObject { bucket, key, meta, part } => {
-                let new = part_from_record(1, part, time_ms);
+                let new = part_from_record(1, part, time_ms, own)?;
                 let checksum = part.checksum.clone().map(|checksum| ObjectChecksum {
                     checksum,
                     kind: ChecksumType::FullObject,

@@ -2,6 +2,7 @@
 //! them. [`State::apply`] is deterministic: applying the same records to the same state gives
 //! the same state and the same outcomes, whether live or during recovery.
 
+pub(crate) mod addresses;
 mod apply;
 mod listing;
 mod part_table;
@@ -18,7 +19,7 @@ use crate::model::{
     AbortRule, BucketInfo, Etag, ObjectChecksum, ObjectInfo, ObjectMeta, PartInfo, UploadId,
     UploadInfo,
 };
-use crate::payload::{Checksum, ContentAddress, DenseMap, SegmentId};
+use crate::payload::{Checksum, ContentAddress, DenseMap, PayloadHandle, SegmentId};
 
 pub(crate) use self::apply::part_number;
 pub use self::apply::{Applied, Effect, Outcome};
@@ -51,8 +52,9 @@ pub type KeyUploads = smallvec::SmallVec<[UploadId; 1]>;
 pub enum PartData {
     /// Zero bytes.
     Empty,
-    /// In the payload store, holding one reference.
-    Stored(ContentAddress),
+    /// In the payload store, holding one reference on the payload its handle names. Written
+    /// in a checkpoint as the payload's address (see `addresses`).
+    Stored(#[serde(with = "addresses")] PayloadHandle),
     /// Carried in memory (it arrived inline in its record), until the next checkpoint moves it
     /// into a payload segment. Boxed: most parts are stored, and a part stays small.
     Inline(Box<InlinePayload>),
@@ -170,10 +172,10 @@ pub(crate) mod arc_bytes {
 }
 
 impl PartData {
-    /// The payload-store address this part holds a reference on, if any.
-    pub fn stored(&self) -> Option<&ContentAddress> {
+    /// The payload this part holds a reference on, if any.
+    pub fn stored(&self) -> Option<PayloadHandle> {
         match self {
-            PartData::Stored(address) => Some(address),
+            PartData::Stored(handle) => Some(*handle),
             _ => None,
         }
     }
@@ -421,6 +423,23 @@ impl State {
             .values()
             .flat_map(|b| b.uploads.values().flatten())
             .filter_map(|id| self.uploads.get_key_value(id))
+    }
+
+    /// How many references the parts of uploads and objects hold on each payload, by handle.
+    pub fn references_per_payload(&self) -> Vec<u32> {
+        let mut counts: Vec<u32> = Vec::new();
+        let in_uploads = self.uploads.values().map(|u| &u.parts);
+        let in_objects = self.buckets.values().flat_map(|b| b.objects.values()).map(|o| &o.parts);
+        for handle in in_uploads.chain(in_objects).flat_map(PartTable::stored) {
+            let slot = handle.get() as usize;
+            if counts.len() <= slot {
+                counts.resize(slot + 1, 0);
+            }
+            if let Some(count) = counts.get_mut(slot) {
+                *count = count.saturating_add(1);
+            }
+        }
+        counts
     }
 
     /// Completes a state just decoded from a checkpoint with its uploads (in the order

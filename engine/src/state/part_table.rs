@@ -1,24 +1,21 @@
 //! An upload's or an object's parts, packed for memory (the resident bytes per live upload are
 //! a benchmark figure, and an upload's parts are most of them).
 //!
-//! A [`Part`] takes 88 bytes: its payload's 32-byte address shares an enum with a pointer (the
-//! inline bytes), so the enum is 40 bytes with 7 of padding, and the optional checksum is one
-//! more pointer. Here a part is a 68-byte row with no padding: number, kind, size, time, MD5 and
-//! address. The rare extras (an S3 checksum, the bytes of an inline payload) live apart, in one
-//! boxed list for the whole table that is absent when there are none. Rows are in the order
-//! given (ascending part numbers, for uploads and objects alike); a part is handed out as a
-//! [`Part`], by value.
-
-use std::sync::Arc;
+//! A [`Part`] takes 56 bytes: its `PartData` enum is 16 (a 4-byte handle shares it with a
+//! pointer, the inline bytes), and the optional checksum is one more pointer. Here a part is a
+//! 40-byte row with no padding: number, kind, payload handle, size, time and MD5. The rare
+//! extras (an S3 checksum, an inline payload) live apart, in one boxed list for the whole table
+//! that is absent when there are none. Rows are in the order given (ascending part numbers, for
+//! uploads and objects alike); a part is handed out as a [`Part`], by value.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::payload::{Checksum, ContentAddress};
+use crate::payload::{Checksum, ContentAddress, PayloadHandle};
 use crate::state::{InlinePayload, Part, PartData};
 
-/// Bytes of a row: number (2), kind (1), reserved (1), size (8), time (8), MD5 (16), address
-/// (32), little-endian.
-const ROW_BYTES: usize = 68;
+/// Bytes of a row: number (2), kind (1), reserved (1), payload handle (4), size (8), time (8),
+/// MD5 (16), little-endian.
+const ROW_BYTES: usize = 40;
 
 type Row = [u8; ROW_BYTES];
 
@@ -31,10 +28,10 @@ const KIND_INLINE: u8 = 2;
 struct Extra {
     index: usize,
     checksum: Option<Box<Checksum>>,
-    inline: Option<Arc<[u8]>>,
+    inline: Option<Box<InlinePayload>>,
 }
 
-/// Parts in rows of 68 bytes; see the module's documentation.
+/// Parts in rows of 40 bytes; see the module's documentation.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct PartTable {
     rows: Vec<Row>,
@@ -46,19 +43,16 @@ pub struct PartTable {
 fn row_of(part: &Part) -> (Row, Option<Extra>) {
     let mut row = [0u8; ROW_BYTES];
     row[0..2].copy_from_slice(&part.number.to_le_bytes());
-    row[4..12].copy_from_slice(&part.size_bytes.to_le_bytes());
-    row[12..20].copy_from_slice(&part.time_ms.to_le_bytes());
-    row[20..36].copy_from_slice(&part.md5);
+    row[8..16].copy_from_slice(&part.size_bytes.to_le_bytes());
+    row[16..24].copy_from_slice(&part.time_ms.to_le_bytes());
+    row[24..40].copy_from_slice(&part.md5);
     let (kind, inline) = match &part.data {
         PartData::Empty => (KIND_EMPTY, None),
-        PartData::Stored(address) => {
-            row[36..68].copy_from_slice(&address.0);
+        PartData::Stored(handle) => {
+            row[4..8].copy_from_slice(&handle.get().to_le_bytes());
             (KIND_STORED, None)
         }
-        PartData::Inline(payload) => {
-            row[36..68].copy_from_slice(&payload.address.0);
-            (KIND_INLINE, Some(Arc::clone(&payload.bytes)))
-        }
+        PartData::Inline(payload) => (KIND_INLINE, Some(payload.clone())),
     };
     row[2] = kind;
     let extra = (part.checksum.is_some() || inline.is_some()).then(|| Extra {
@@ -81,10 +75,14 @@ fn number_of(row: &Row) -> u16 {
     u16::from_le_bytes([row[0], row[1]])
 }
 
-fn address_of(row: &Row) -> ContentAddress {
-    let mut address = [0u8; 32];
-    address.copy_from_slice(&row[36..68]);
-    ContentAddress(address)
+fn handle_of(row: &Row) -> PayloadHandle {
+    PayloadHandle(u32::from_le_bytes([row[4], row[5], row[6], row[7]]))
+}
+
+fn md5_of(row: &Row) -> [u8; 16] {
+    let mut md5 = [0u8; 16];
+    md5.copy_from_slice(&row[24..40]);
+    md5
 }
 
 impl PartTable {
@@ -120,22 +118,21 @@ impl PartTable {
     /// The part in `row`, at `index`.
     fn decode(&self, index: usize, row: &Row) -> Part {
         let extra = self.extra(index);
-        let mut md5 = [0u8; 16];
-        md5.copy_from_slice(&row[20..36]);
         let data = match row[2] {
-            KIND_STORED => PartData::Stored(address_of(row)),
-            KIND_INLINE => PartData::Inline(Box::new(InlinePayload {
-                address: address_of(row),
-                bytes: extra.and_then(|e| e.inline.clone()).unwrap_or_else(|| Arc::from([])),
-            })),
+            KIND_STORED => PartData::Stored(handle_of(row)),
+            KIND_INLINE => match extra.and_then(|e| e.inline.clone()) {
+                Some(inline) => PartData::Inline(inline),
+                // Invariant: an inline row has its payload among the extras.
+                None => PartData::Empty,
+            },
             _ => PartData::Empty,
         };
         Part {
             number: number_of(row),
-            size_bytes: u64_at(row, 4),
-            md5,
+            size_bytes: u64_at(row, 8),
+            md5: md5_of(row),
             checksum: extra.and_then(|e| e.checksum.clone()),
-            time_ms: u64_at(row, 12),
+            time_ms: u64_at(row, 16),
             data,
         }
     }
@@ -152,50 +149,48 @@ impl PartTable {
 
     /// The sizes of all parts, in order.
     pub fn sizes(&self) -> impl Iterator<Item = u64> + '_ {
-        self.rows.iter().map(|row| u64_at(row, 4))
+        self.rows.iter().map(|row| u64_at(row, 8))
     }
 
-    /// The payload address of each stored part (each holds one reference on it).
-    pub fn stored(&self) -> impl Iterator<Item = ContentAddress> + '_ {
-        self.rows.iter().filter(|row| row[2] == KIND_STORED).map(address_of)
+    /// The payload handle of each stored part (each holds one reference on it).
+    pub fn stored(&self) -> impl Iterator<Item = PayloadHandle> + '_ {
+        self.rows.iter().filter(|row| row[2] == KIND_STORED).map(handle_of)
     }
 
     /// The inline payloads: the address, bytes and MD5 of each inline part, in order.
     pub fn inline_payloads(
         &self,
-    ) -> impl Iterator<Item = (ContentAddress, Arc<[u8]>, [u8; 16])> + '_ {
-        self.rows.iter().enumerate().filter(|(_, row)| row[2] == KIND_INLINE).map(|(index, row)| {
-            let bytes = self.extra(index).and_then(|e| e.inline.clone());
-            let mut md5 = [0u8; 16];
-            md5.copy_from_slice(&row[20..36]);
-            (address_of(row), bytes.unwrap_or_else(|| Arc::from([])), md5)
-        })
+    ) -> impl Iterator<Item = (ContentAddress, std::sync::Arc<[u8]>, [u8; 16])> + '_ {
+        self.rows.iter().enumerate().filter(|(_, row)| row[2] == KIND_INLINE).filter_map(
+            |(index, row)| {
+                let inline = self.extra(index)?.inline.as_deref()?;
+                Some((inline.address, std::sync::Arc::clone(&inline.bytes), md5_of(row)))
+            },
+        )
     }
 
-    /// Makes each inline part whose address `store` accepts a stored part of that address (its
-    /// bytes are dropped, its checksum kept); returns those addresses, one per part.
+    /// Makes each inline part whose address `store` gives a handle for a stored part of that
+    /// handle (its bytes are dropped, its checksum kept); returns their addresses, one per part.
     pub fn store_inline(
         &mut self,
-        mut store: impl FnMut(&ContentAddress) -> bool,
+        mut store: impl FnMut(&ContentAddress) -> Option<PayloadHandle>,
     ) -> Vec<ContentAddress> {
         let mut stored = Vec::new();
-        for row in &mut self.rows {
-            if row[2] == KIND_INLINE && store(&address_of(row)) {
+        let Some(extras) = self.extras.as_mut() else { return stored };
+        for extra in extras.iter_mut() {
+            let Some(row) = self.rows.get_mut(extra.index) else { continue };
+            let Some(inline) = extra.inline.as_deref().filter(|_| row[2] == KIND_INLINE) else {
+                continue;
+            };
+            if let Some(handle) = store(&inline.address) {
                 row[2] = KIND_STORED;
-                stored.push(address_of(row));
+                row[4..8].copy_from_slice(&handle.get().to_le_bytes());
+                stored.push(inline.address);
+                extra.inline = None;
             }
         }
-        if !stored.is_empty()
-            && let Some(extras) = self.extras.as_mut()
-        {
-            // One pass: a stored part keeps its checksum and drops its bytes.
-            let rows = &self.rows;
-            extras.retain_mut(|e| {
-                if rows.get(e.index).is_some_and(|row| row[2] == KIND_STORED) {
-                    e.inline = None;
-                }
-                e.checksum.is_some() || e.inline.is_some()
-            });
+        if !stored.is_empty() {
+            extras.retain(|e| e.checksum.is_some() || e.inline.is_some());
             if extras.is_empty() {
                 self.extras = None;
             }
@@ -327,15 +322,26 @@ impl<'de> Deserialize<'de> for PartTable {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
+    use std::sync::Arc;
+
     use proptest::prelude::*;
 
     use super::*;
     use crate::payload::ChecksumAlgorithm;
+    use crate::state::addresses;
+
+    /// Handles the strategies give out are below this.
+    const SLOTS: u32 = 16;
+
+    /// The handle the tests give the inline payload at `address`, once stored.
+    fn handle_for(address: &ContentAddress) -> PayloadHandle {
+        PayloadHandle(u32::from(address.0[1]) % SLOTS)
+    }
 
     fn part() -> impl Strategy<Value = Part> {
         let data = prop_oneof![
             Just(PartData::Empty),
-            any::<[u8; 32]>().prop_map(|a| PartData::Stored(ContentAddress(a))),
+            (0..SLOTS).prop_map(|n| PartData::Stored(PayloadHandle(n))),
             (any::<[u8; 32]>(), proptest::collection::vec(any::<u8>(), 0..8)).prop_map(
                 |(a, bytes)| {
                     PartData::Inline(Box::new(InlinePayload {
@@ -419,10 +425,11 @@ mod tests {
                                 && even(&inline.address)
                             {
                                 want.push(inline.address);
-                                part.data = PartData::Stored(inline.address);
+                                part.data = PartData::Stored(handle_for(&inline.address));
                             }
                         }
-                        prop_assert_eq!(table.store_inline(even), want);
+                        let stored = table.store_inline(|a| even(a).then(|| handle_for(a)));
+                        prop_assert_eq!(stored, want);
                     }
                 }
                 let inline: Vec<(ContentAddress, Arc<[u8]>, [u8; 16])> = model
@@ -435,8 +442,8 @@ mod tests {
                 prop_assert_eq!(table.inline_payloads().collect::<Vec<_>>(), inline);
                 prop_assert_eq!(table.iter().collect::<Vec<_>>(), model.clone());
                 prop_assert_eq!(table.len(), model.len());
-                let stored: Vec<ContentAddress> =
-                    model.iter().filter_map(|p| p.data.stored().copied()).collect();
+                let stored: Vec<PayloadHandle> =
+                    model.iter().filter_map(|p| p.data.stored()).collect();
                 prop_assert_eq!(table.stored().collect::<Vec<_>>(), stored);
                 let sizes: Vec<u64> = model.iter().map(|p| p.size_bytes).collect();
                 prop_assert_eq!(table.sizes().collect::<Vec<_>>(), sizes);
@@ -448,19 +455,53 @@ mod tests {
             }
         }
 
-        /// On the wire a table is the sequence of its parts.
+        /// On the wire a table is the sequence of its parts, a stored part's payload named by
+        /// its address.
         #[test]
         fn a_table_encodes_as_its_parts(parts in proptest::collection::vec(part(), 0..6)) {
             let table = PartTable::from_parts(parts.clone());
-            let bytes = postcard::to_allocvec(&table).unwrap();
-            prop_assert_eq!(&bytes, &postcard::to_allocvec(&parts).unwrap());
-            prop_assert_eq!(postcard::from_bytes::<PartTable>(&bytes).unwrap(), table);
+            // Slot n is listed at position SLOTS - 1 - n.
+            let positions = (0..SLOTS).rev().collect();
+            let ((bytes, by_parts), _) = addresses::encoding(positions, || {
+                (postcard::to_allocvec(&table).unwrap(), postcard::to_allocvec(&parts).unwrap())
+            });
+            prop_assert_eq!(&bytes, &by_parts);
+            let listed = |part: &Part| match part.data {
+                PartData::Stored(handle) => Part {
+                    data: PartData::Stored(PayloadHandle(SLOTS - 1 - handle.get())),
+                    ..part.clone()
+                },
+                _ => part.clone(),
+            };
+            let decoded = postcard::from_bytes::<PartTable>(&bytes).unwrap();
+            prop_assert_eq!(decoded, PartTable::from_parts(parts.iter().map(listed).collect()));
         }
     }
 
     #[test]
-    fn a_row_is_68_bytes_and_a_table_four_words() {
-        assert_eq!(std::mem::size_of::<Row>(), 68);
+    fn a_row_is_40_bytes_and_a_table_four_words() {
+        assert_eq!(std::mem::size_of::<Row>(), 40);
         assert_eq!(std::mem::size_of::<PartTable>(), 32);
+    }
+
+    /// A stored part's handle is no address: outside `addresses::encoding` it does not encode.
+    #[test]
+    fn a_stored_part_does_not_encode_without_its_address() {
+        let part = Part {
+            number: 1,
+            size_bytes: 5,
+            md5: [0; 16],
+            checksum: None,
+            time_ms: 0,
+            data: PartData::Stored(PayloadHandle(3)),
+        };
+        let table = PartTable::from_parts(vec![part]);
+        assert!(postcard::to_allocvec(&table).is_err());
+        let ((), _) = addresses::encoding(vec![0, 1, 2, addresses::UNLISTED], || {
+            assert!(postcard::to_allocvec(&table).is_err(), "slot 3 is not listed");
+        });
+        let ((), _) = addresses::encoding(vec![0, 1], || {
+            assert!(postcard::to_allocvec(&table).is_err(), "slot 3 is past the positions");
+        });
     }
 }
