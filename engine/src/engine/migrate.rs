@@ -1,5 +1,5 @@
 //! Before a checkpoint: payloads that arrived inline in WAL records move into payload segments,
-//! so that the checkpoint (and the memory of the state) holds their addresses, not their bytes,
+//! so that the checkpoint (and the memory of the state) names them by handle, not by their bytes,
 //! and inline bytes in memory never exceed what the log holds since the last checkpoint.
 //!
 //! The move is no transition: the state after it reads the same bytes. The entries are synced
@@ -190,15 +190,20 @@ impl Engine {
             }
         }
         // The references are taken before the lock goes: a transition that drops one of these
-        // parts must find its reference there to release.
-        let mut moved = 0;
+        // parts must find its reference there to release. Every pending one is kept before any
+        // step that can fail: the parts name their payloads' slots, which a dropped pending
+        // reference could leave vacant.
+        let mut more = Vec::new();
         for (address, pending) in pending_of {
             let Some(&count) = references.get(&address) else { continue };
             pending.commit();
-            for _ in 1..count {
+            more.push((address, count - 1));
+        }
+        let moved = more.len();
+        for (address, extra) in more {
+            for _ in 0..extra {
                 self.payload.add_ref(&address)?;
             }
-            moved += 1;
         }
         let locked = locked_at.elapsed();
         drop(core);

@@ -89,6 +89,22 @@ pub enum PayloadError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A checkpoint's part names a payload the checkpoint does not list.
+    #[error("a part names payload {handle}, which the checkpoint does not list")]
+    UnlistedPart {
+        /// The position (slot) it names.
+        handle: u32,
+    },
+    /// A checkpoint's part and the payload it names disagree on their size.
+    #[error("a part of {part_bytes} bytes names payload {handle}, of {payload_bytes} bytes")]
+    PartSizeDisagrees {
+        /// The payload's slot.
+        handle: u32,
+        /// The part's size.
+        part_bytes: u64,
+        /// The payload's.
+        payload_bytes: u64,
+    },
     /// A checkpoint's parts hold another number of references on a payload than the
     /// checkpoint records.
     #[error(

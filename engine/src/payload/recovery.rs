@@ -142,15 +142,35 @@ impl PayloadStore {
         Ok(())
     }
 
-    /// Recovery: checks that each live payload has as many committed references as `counts`
-    /// gives its handle (what the parts of a loaded checkpoint hold), and no other handle
-    /// has any.
-    pub fn check_references(&self, counts: &[u32]) -> Result<(), PayloadError> {
+    /// Recovery: checks the stored parts of a loaded checkpoint, each given as its handle and
+    /// size, against the payloads loaded with it: each names a live payload of its size, and
+    /// each payload has as many committed references as parts name it.
+    pub fn check_references(
+        &self,
+        parts: impl IntoIterator<Item = (PayloadHandle, u64)>,
+    ) -> Result<(), PayloadError> {
         let state = self.inner.state.lock();
-        let slots = state.entries.slot_count().max(counts.len());
-        for slot in 0..slots {
+        // Bounded by the slots (each a payload the checkpoint lists), not by what parts name.
+        let mut counts = vec![0u32; state.entries.slot_count()];
+        for (handle, size_bytes) in parts {
+            let (count, entry) = match counts.get_mut(handle.get() as usize) {
+                Some(count) => (count, state.entries.at(handle).map(|(_, e)| e)),
+                None => return Err(PayloadError::UnlistedPart { handle: handle.get() }),
+            };
+            let Some(entry) = entry else {
+                return Err(PayloadError::UnlistedPart { handle: handle.get() });
+            };
+            if entry.len != size_bytes {
+                return Err(PayloadError::PartSizeDisagrees {
+                    handle: handle.get(),
+                    part_bytes: size_bytes,
+                    payload_bytes: entry.len,
+                });
+            }
+            *count = count.saturating_add(1);
+        }
+        for (slot, &counted) in counts.iter().enumerate() {
             let handle = PayloadHandle(u32::try_from(slot).unwrap_or(u32::MAX));
-            let counted = counts.get(slot).copied().unwrap_or(0);
             let recorded = state.entries.at(handle).map_or(0, |(_, e)| e.refs);
             if counted != recorded {
                 return Err(PayloadError::ReferencesDisagree {

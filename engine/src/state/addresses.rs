@@ -33,9 +33,18 @@ thread_local! {
 /// Runs `encode` with each slot's position at hand (indexed by handle; [`UNLISTED`] for a slot
 /// the checkpoint does not list); returns its result and the positions.
 pub fn encoding<R>(positions: Vec<u32>, encode: impl FnOnce() -> R) -> (R, Vec<u32>) {
+    /// Takes the positions back even if `encode` panics.
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            POSITIONS.with_borrow_mut(|lent| *lent = None);
+        }
+    }
     POSITIONS.with_borrow_mut(|lent| *lent = Some(positions));
+    let restore = Restore;
     let result = encode();
     let positions = POSITIONS.with_borrow_mut(Option::take).unwrap_or_default();
+    drop(restore);
     (result, positions)
 }
 

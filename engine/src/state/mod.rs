@@ -53,7 +53,7 @@ pub enum PartData {
     /// Zero bytes.
     Empty,
     /// In the payload store, holding one reference on the payload its handle names. Written
-    /// in a checkpoint as the payload's address (see `addresses`).
+    /// in a checkpoint as the payload's position in the checkpoint's list (see `addresses`).
     Stored(#[serde(with = "addresses")] PayloadHandle),
     /// Carried in memory (it arrived inline in its record), until the next checkpoint moves it
     /// into a payload segment. Boxed: most parts are stored, and a part stays small.
@@ -425,21 +425,12 @@ impl State {
             .filter_map(|id| self.uploads.get_key_value(id))
     }
 
-    /// How many references the parts of uploads and objects hold on each payload, by handle.
-    pub fn references_per_payload(&self) -> Vec<u32> {
-        let mut counts: Vec<u32> = Vec::new();
+    /// The handle and size of every stored part of uploads and objects (each holds a
+    /// reference on its payload).
+    pub fn stored_parts(&self) -> impl Iterator<Item = (PayloadHandle, u64)> + '_ {
         let in_uploads = self.uploads.values().map(|u| &u.parts);
         let in_objects = self.buckets.values().flat_map(|b| b.objects.values()).map(|o| &o.parts);
-        for handle in in_uploads.chain(in_objects).flat_map(PartTable::stored) {
-            let slot = handle.get() as usize;
-            if counts.len() <= slot {
-                counts.resize(slot + 1, 0);
-            }
-            if let Some(count) = counts.get_mut(slot) {
-                *count = count.saturating_add(1);
-            }
-        }
-        counts
+        in_uploads.chain(in_objects).flat_map(PartTable::stored_sizes)
     }
 
     /// Completes a state just decoded from a checkpoint with its uploads (in the order

@@ -157,6 +157,12 @@ impl PartTable {
         self.rows.iter().filter(|row| row[2] == KIND_STORED).map(handle_of)
     }
 
+    /// The payload handle and size of each stored part.
+    pub fn stored_sizes(&self) -> impl Iterator<Item = (PayloadHandle, u64)> + '_ {
+        let stored = self.rows.iter().filter(|row| row[2] == KIND_STORED);
+        stored.map(|row| (handle_of(row), u64_at(row, 8)))
+    }
+
     /// The inline payloads: the address, bytes and MD5 of each inline part, in order.
     pub fn inline_payloads(
         &self,
@@ -456,7 +462,7 @@ mod tests {
         }
 
         /// On the wire a table is the sequence of its parts, a stored part's payload named by
-        /// its address.
+        /// its position in the checkpoint's list of payloads.
         #[test]
         fn a_table_encodes_as_its_parts(parts in proptest::collection::vec(part(), 0..6)) {
             let table = PartTable::from_parts(parts.clone());
