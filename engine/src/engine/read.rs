@@ -7,7 +7,7 @@ use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::model::{ObjectInfo, PartInfo};
 use crate::payload::{ContentAddress, PayloadReader};
-use crate::state::{Object, PartData};
+use crate::state::{Object, Part, PartData};
 
 /// An object's bytes (or a range of them), read part after part. Each stored payload is checked
 /// against its SHA-256 the first time it is read after open: damaged bytes fail the read.
@@ -65,18 +65,24 @@ struct Piece {
 }
 
 impl Engine {
-    fn open_piece(
-        &self,
-        data: &PartData,
-        range: std::ops::Range<u64>,
-    ) -> Result<Piece, EngineError> {
-        let (reader, unchecked) = match data {
+    fn open_piece(&self, part: &Part, range: std::ops::Range<u64>) -> Result<Piece, EngineError> {
+        let (reader, unchecked) = match &part.data {
             PartData::Empty => (PayloadReader::inline(Arc::from(&[][..])), None),
             PartData::Inline(inline) => (PayloadReader::inline(Arc::clone(&inline.bytes)), None),
             PartData::Stored(handle) => {
                 // The caller holds the state: the part's reference keeps the handle valid.
                 let address = self.payload.address(*handle)?;
                 let (reader, checked) = self.payload.reader_unchecked(&address)?;
+                // A handle names a slot, not bytes: a part whose reference went missing could
+                // name a slot given to other bytes since. Their size tells most such apart.
+                if reader.len() != part.size_bytes {
+                    return Err(crate::payload::PayloadError::PartSizeDisagrees {
+                        handle: handle.get(),
+                        part_bytes: part.size_bytes,
+                        payload_bytes: reader.len(),
+                    }
+                    .into());
+                }
                 (reader, (!checked).then_some(address))
             }
         };
@@ -98,7 +104,7 @@ impl Engine {
             {
                 let from = first.saturating_sub(start);
                 let to = end.min(part_end) - start;
-                pieces.push(self.open_piece(&part.data, from..to)?);
+                pieces.push(self.open_piece(&part, from..to)?);
             }
             start = part_end;
         }
@@ -160,7 +166,7 @@ impl Engine {
                     part_number,
                     reason: "the object has no such part",
                 })?;
-            let piece = self.open_piece(&part.data, 0..part.size_bytes)?;
+            let piece = self.open_piece(&part, 0..part.size_bytes)?;
             (object.info(bucket, key), part.info(), offset_bytes, vec![piece])
         };
         let reader = self.finish_reader(pieces, part.size_bytes)?;
