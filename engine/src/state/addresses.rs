@@ -65,9 +65,18 @@ pub fn decoding_addresses<R>(handle_of: HandleOf, decode: impl FnOnce() -> R) ->
 /// The position of the payload `handle` names in the checkpoint being encoded; `None` if it is
 /// not listed (a part holding a handle holds a committed reference, so its payload is).
 pub fn position_of(handle: PayloadHandle) -> Option<u32> {
-    POSITIONS.with_borrow(|lent| {
-        lent.as_ref()?.get(handle.get() as usize).copied().filter(|&p| p != UNLISTED)
-    })
+    with_positions(|positions| listed(positions, handle))
+}
+
+/// Runs `f` with each slot's position (none outside `encoding`), for a caller that encodes many
+/// parts.
+pub fn with_positions<R>(f: impl FnOnce(&[u32]) -> R) -> R {
+    POSITIONS.with_borrow(|lent| f(lent.as_deref().unwrap_or(&[])))
+}
+
+/// The position of `handle` in `positions`, if it is listed.
+pub fn listed(positions: &[u32], handle: PayloadHandle) -> Option<u32> {
+    positions.get(handle.get() as usize).copied().filter(|&p| p != UNLISTED)
 }
 
 /// Whether payloads are named by address in what this thread decodes.
