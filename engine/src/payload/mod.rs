@@ -329,7 +329,7 @@ impl PayloadStore {
     /// The address of the live payload `handle` names.
     pub fn address(&self, handle: PayloadHandle) -> Result<ContentAddress, PayloadError> {
         let state = self.inner.state.lock();
-        state.entries.at(handle).map(|(address, _)| *address).ok_or(unknown(handle))
+        state.address_at(handle)
     }
 
     /// [`PayloadStore::add_ref`] by handle.
@@ -343,7 +343,7 @@ impl PayloadStore {
     /// [`PayloadStore::release`] by handle.
     pub fn release_at(&self, handle: PayloadHandle) -> Result<(), PayloadError> {
         let mut state = self.inner.state.lock();
-        let address = state.entries.at(handle).map(|(a, _)| *a).ok_or(unknown(handle))?;
+        let address = state.address_at(handle)?;
         state.release(&address).then_some(()).ok_or(unknown(handle))
     }
 
@@ -399,6 +399,11 @@ fn unknown(handle: PayloadHandle) -> PayloadError {
 }
 
 impl State {
+    /// The address of the live payload `handle` names.
+    fn address_at(&self, handle: PayloadHandle) -> Result<ContentAddress, PayloadError> {
+        self.entries.at(handle).map(|(address, _)| *address).ok_or(unknown(handle))
+    }
+
     /// A segment id never given out before.
     fn next_segment_id(&mut self) -> Result<SegmentId, PayloadError> {
         let id = self.next_id;

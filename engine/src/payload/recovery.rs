@@ -221,7 +221,7 @@ impl PayloadStore {
     pub fn recover_keep(&self, handle: PayloadHandle) -> Result<(), PayloadError> {
         let mut state = self.inner.state.lock();
         state.check_recovering()?;
-        let address = state.entries.at(handle).map(|(a, _)| *a).ok_or(unknown(handle))?;
+        let address = state.address_at(handle)?;
         state.commit_pending(&address);
         Ok(())
     }
@@ -230,7 +230,7 @@ impl PayloadStore {
     pub fn recover_drop(&self, handle: PayloadHandle) -> Result<(), PayloadError> {
         let mut state = self.inner.state.lock();
         state.check_recovering()?;
-        let address = state.entries.at(handle).map(|(a, _)| *a).ok_or(unknown(handle))?;
+        let address = state.address_at(handle)?;
         state.release_pending(&address);
         Ok(())
     }
@@ -248,7 +248,7 @@ impl PayloadStore {
     pub fn recover_release_at(&self, handle: PayloadHandle) -> Result<(), PayloadError> {
         let mut state = self.inner.state.lock();
         state.check_recovering()?;
-        let address = state.entries.at(handle).map(|(a, _)| *a).ok_or(unknown(handle))?;
+        let address = state.address_at(handle)?;
         state.release(&address);
         Ok(())
     }

@@ -131,18 +131,10 @@ impl<K, V> SlotMap<K, V> {
         self.slots.get_mut(slot).map(|(k, v)| (&*k, v))
     }
 
-    /// Every occupied slot's handle and pair, in slot order.
+    /// Every occupied slot's pair, in slot order.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.iter_handles().map(|(_, k, v)| (k, v))
-    }
-
-    /// Every occupied slot's handle and pair, in slot order.
-    pub fn iter_handles(&self) -> impl Iterator<Item = (PayloadHandle, &K, &V)> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter(|(slot, _)| self.is_occupied(*slot))
-            .map(|(slot, (k, v))| (PayloadHandle(slot_number(slot)), k, v))
+        let occupied = self.slots.iter().enumerate().filter(|(slot, _)| self.is_occupied(*slot));
+        occupied.map(|(_, (k, v))| (k, v))
     }
 
     /// Every slot in slot order: its key (stale if vacant), and its value if occupied.
